@@ -1,0 +1,14 @@
+"""`flotilla cluster` sub-commands (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("run")
+def run() -> None:
+    """Not implemented yet."""
+    typer.echo("flotilla cluster: not implemented yet", err=True)
+    raise typer.Exit(2)

@@ -1,0 +1,1 @@
+"""flotilla.operator (source folder `operator/`)."""

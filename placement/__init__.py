@@ -1,0 +1,1 @@
+"""flotilla.placement (source folder `placement/`)."""

@@ -1,0 +1,1 @@
+"""flotilla.router (source folder `router/`)."""
