@@ -13,6 +13,7 @@ from flotilla.localcluster import cli as cluster_cli
 from flotilla.operator import cli as operator_cli
 from flotilla.placement import cli as placement_cli
 from flotilla.router import cli as router_cli
+from flotilla.router.predictor import cli as predictor_cli
 
 
 def _version(value: bool) -> None:
@@ -38,6 +39,7 @@ def build_app() -> typer.Typer:
     app.add_typer(placement_cli.app, name="placement", help="Run the CP-SAT placement scheduler.")
     app.add_typer(router_cli.app, name="router", help="Run the OpenAI-compatible router.")
     app.add_typer(cluster_cli.app, name="cluster", help="Start or stop the local control plane.")
+    app.add_typer(predictor_cli.app, name="predictor", help="Train, evaluate, refit length predictors.")
 
     bench = typer.Typer(help="Reproduce a benchmark in benchmarks/.", no_args_is_help=True)
     bench.add_typer(placement_cli.bench, name="placement")

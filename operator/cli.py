@@ -1,6 +1,9 @@
-"""`flotilla operator` sub-commands (placeholder until its issue lands)."""
+"""`flotilla operator` sub-commands: run the operator, print its CRD or RBAC manifests."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -8,7 +11,80 @@ app = typer.Typer(no_args_is_help=True)
 
 
 @app.command("run")
-def run() -> None:
-    """Not implemented yet."""
-    typer.echo("flotilla operator: not implemented yet", err=True)
-    raise typer.Exit(2)
+def run(
+    *,
+    namespace: Annotated[
+        list[str] | None, typer.Option("--namespace", "-n", help="Namespace to watch (repeatable).")
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="Kubeconfig file (default: in-cluster, then $KUBECONFIG).")
+    ] = None,
+    resync: Annotated[float, typer.Option(help="Seconds between full resyncs of every fleet.")] = 60.0,
+    node_lost_grace: Annotated[
+        float, typer.Option(help="Seconds a node may be NotReady before pods move.")
+    ] = 60.0,
+    workers: Annotated[int, typer.Option(help="Fleets reconciled concurrently.")] = 4,
+    backoff_base: Annotated[
+        float, typer.Option(help="First delay (s) before replacing a failed pod.")
+    ] = 10.0,
+    backoff_max: Annotated[
+        float, typer.Option(help="Longest delay (s) before replacing a failed pod.")
+    ] = 300.0,
+    tolerate_kwok: Annotated[
+        bool, typer.Option(help="Tolerate KWOK's fake-node taint (local clusters).")
+    ] = False,
+    leader_elect: Annotated[
+        bool, typer.Option(help="Elect a leader through a Lease (for several replicas).")
+    ] = True,
+    lease_namespace: Annotated[str, typer.Option(help="Namespace of the leader-election Lease.")] = "default",
+    lease_name: Annotated[str, typer.Option(help="Name of the leader-election Lease.")] = "flotilla-operator",
+    identity: Annotated[
+        str | None, typer.Option(help="Leader-election identity (default: host-pid).")
+    ] = None,
+    liveness: Annotated[
+        str | None, typer.Option(help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Python log level.")] = "INFO",
+) -> None:
+    """Run the InferenceFleet operator until interrupted."""
+    import asyncio
+    import logging
+
+    from flotilla.operator.app import run_operator
+    from flotilla.operator.config import BackoffConfig, LeaderConfig, OperatorConfig, RenderConfig
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = OperatorConfig(
+        namespaces=namespace or [],
+        kubeconfig=kubeconfig,
+        resync_s=resync,
+        node_lost_grace_s=node_lost_grace,
+        workers=workers,
+        render=RenderConfig(tolerate_kwok=tolerate_kwok),
+        backoff=BackoffConfig(base_s=backoff_base, max_s=backoff_max),
+        leader=LeaderConfig(
+            enabled=leader_elect, namespace=lease_namespace, name=lease_name, identity=identity
+        ),
+        liveness_endpoint=liveness,
+    )
+    asyncio.run(run_operator(config))
+
+
+@app.command("crd")
+def crd() -> None:
+    """Print the InferenceFleet CustomResourceDefinition."""
+    from flotilla.api.crdgen import render
+
+    typer.echo(render(), nl=False)
+
+
+@app.command("rbac")
+def rbac(
+    namespace: Annotated[
+        str, typer.Option(help="Namespace of the operator's ServiceAccount.")
+    ] = "flotilla-system",
+) -> None:
+    """Print the operator's ServiceAccount, ClusterRole and bindings."""
+    from flotilla.operator.rbac import render_rbac
+
+    typer.echo(render_rbac(namespace), nl=False)

@@ -1,0 +1,72 @@
+"""``python -m flotilla.enginesim --host IP --port PORT --model NAME [...]``: serve one engine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from flotilla.enginesim.app import EngineSimSettings, FlagTiming, build_app
+
+
+def parse_args(argv: list[str]) -> tuple[str, int, EngineSimSettings]:
+    p = argparse.ArgumentParser(prog="python -m flotilla.enginesim", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--model", required=True, help="served model name")
+    p.add_argument("--profile", help="shipped step-time profile name or a profile JSON path")
+    p.add_argument("--max-num-seqs", type=int)
+    p.add_argument("--max-num-batched-tokens", type=int, help="token budget per step (chunked prefill)")
+    p.add_argument("--kv-cache-blocks", type=int)
+    p.add_argument("--block-size", type=int)
+    p.add_argument("--max-model-len", type=int)
+    p.add_argument("--time-scale", type=float, default=1.0, help="multiply every step time (0: no sleeping)")
+    p.add_argument("--seed", type=int, default=0, help="the fake model's weights, and unseeded sampling")
+    p.add_argument("--mean-output-tokens", type=float, default=128.0, help="mean length when EOS is allowed")
+    p.add_argument(
+        "--decode-step-ms", type=float, help="fixed cost of a step (overrides the default profile)"
+    )
+    p.add_argument("--decode-seq-ms", type=float, help="cost per decoding sequence in a step")
+    p.add_argument("--prefill-token-ms", type=float, help="cost per prefilled token in a step")
+    a = p.parse_args(argv)
+    flags = {
+        k: v
+        for k, v in {
+            "decode_step_ms": a.decode_step_ms,
+            "decode_seq_ms": a.decode_seq_ms,
+            "prefill_token_ms": a.prefill_token_ms,
+        }.items()
+        if v is not None
+    }
+    settings = EngineSimSettings(
+        model=a.model,
+        profile=a.profile,
+        timing=FlagTiming(**flags) if flags else None,
+        max_num_seqs=a.max_num_seqs,
+        max_num_batched_tokens=a.max_num_batched_tokens,
+        kv_cache_blocks=a.kv_cache_blocks,
+        block_size=a.block_size,
+        max_model_len=a.max_model_len,
+        time_scale=a.time_scale,
+        seed=a.seed,
+        mean_output_tokens=a.mean_output_tokens,
+    )
+    return a.host, a.port, settings
+
+
+async def serve(host: str, port: int, settings: EngineSimSettings) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(build_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    await uvicorn.Server(config).serve()
+
+
+def main(argv: list[str] | None = None) -> None:
+    host, port, settings = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(serve(host, port, settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Compose and run the operator: Kopf watches, the cache, the work queue, workers, leader election.
+
+Kopf is used for what it does well (watch streams with re-listing and retries, logging, liveness)
+through a registry built here at start-up (no module-global handlers). Its handlers only update the
+cache and enqueue fleet keys; a fixed pool of workers reconciles them one fleet at a time, and a
+resync timer enqueues every fleet periodically, so a missed event only delays convergence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flotilla.api import labels
+from flotilla.operator.cache import ClusterCache, FleetKey
+from flotilla.operator.config import OperatorConfig
+from flotilla.operator.controller import ERROR_RETRY_S, FleetController
+from flotilla.operator.kubeclient import KubeWriter
+from flotilla.operator.workqueue import WorkQueue
+
+log = logging.getLogger("flotilla.operator")
+
+
+@dataclass
+class Runtime:
+    """The objects one operator process is made of (exposed for tests and the benchmark)."""
+
+    config: OperatorConfig
+    cache: ClusterCache
+    queue: WorkQueue[FleetKey]
+    controller: FleetController
+    writer: KubeWriter
+    reconciles: int = 0
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def build_registry(rt: Runtime, api_config: Any) -> Any:
+    import kopf
+
+    registry = kopf.OperatorRegistry()
+    cache, queue = rt.cache, rt.queue
+
+    @kopf.on.login(registry=registry)
+    def _login(**_: Any) -> Any:
+        return connection_info(api_config)
+
+    @kopf.on.event(labels.GROUP, labels.VERSION, labels.PLURAL, registry=registry)
+    def _fleet(**kwargs: Any) -> None:
+        event = kwargs["event"]
+        queue.add(cache.apply_fleet(event.get("type"), event["object"]))
+
+    @kopf.on.event("", "v1", "pods", labels={labels.LABEL_FLEET: kopf.PRESENT}, registry=registry)
+    def _pod(**kwargs: Any) -> None:
+        event = kwargs["event"]
+        key = cache.apply_pod(event.get("type"), event["object"])
+        if key is not None and key in cache.fleets:
+            queue.add(key)
+
+    @kopf.on.event("", "v1", "nodes", registry=registry)
+    def _node(**kwargs: Any) -> None:
+        event = kwargs["event"]
+        if cache.apply_node(event.get("type"), event["object"]):
+            for key in cache.fleets_with_pods_on(event["object"]["metadata"]["name"]):
+                queue.add(key)
+
+    @kopf.on.event("scheduling.k8s.io", "v1", "priorityclasses", registry=registry)
+    def _priority_class(**kwargs: Any) -> None:
+        event = kwargs["event"]
+        name = cache.apply_priority_class(event.get("type"), event["object"])
+        for key in cache.fleets_using_class(name):
+            queue.add(key)
+
+    return registry
+
+
+def connection_info(api_config: Any) -> Any:
+    """Kopf's credentials from a kubernetes_asyncio Configuration (one login for both clients)."""
+    import kopf
+
+    auth = (api_config.api_key or {}).get("authorization") or (api_config.api_key or {}).get("BearerToken")
+    scheme, token = None, None
+    if auth:
+        parts = str(auth).split(" ", 1)
+        scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+    return kopf.ConnectionInfo(
+        server=api_config.host,
+        ca_path=api_config.ssl_ca_cert,
+        insecure=not api_config.verify_ssl,
+        scheme=scheme,
+        token=token,
+        certificate_path=api_config.cert_file,
+        private_key_path=api_config.key_file,
+    )
+
+
+async def load_api_config(config: OperatorConfig) -> Any:
+    from kubernetes_asyncio import config as kconfig
+    from kubernetes_asyncio.client import Configuration
+
+    api_config = Configuration()
+    if config.kubeconfig is not None:
+        await kconfig.load_kube_config(config_file=str(config.kubeconfig), client_configuration=api_config)
+        return api_config
+    try:
+        kconfig.load_incluster_config(client_configuration=api_config)  # type: ignore[no-untyped-call]
+    except kconfig.ConfigException:
+        await kconfig.load_kube_config(client_configuration=api_config)
+    return api_config
+
+
+async def _worker(rt: Runtime) -> None:
+    while True:
+        key = await rt.queue.get()
+        requeue: float | None
+        try:
+            rt.reconciles += 1
+            requeue = (await rt.controller.reconcile(key)).requeue_after
+        except Exception:
+            log.exception("reconcile of %s/%s failed", *key)
+            requeue = ERROR_RETRY_S
+        finally:
+            rt.queue.done(key)
+        if requeue is not None:
+            rt.queue.add_after(key, requeue)
+
+
+async def _resync(rt: Runtime) -> None:
+    while True:
+        await asyncio.sleep(rt.config.resync_s)
+        for key in rt.cache.fleet_keys():
+            rt.queue.add(key)
+
+
+def kopf_settings() -> Any:
+    import kopf
+
+    settings = kopf.OperatorSettings()
+    # Handlers only observe (on.event): Kopf stores no progress and adds no finalizers on fleets.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    return settings
+
+
+async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set, the process is signalled, or leadership is lost."""
+    import kopf
+    from kubernetes_asyncio.client import ApiClient
+
+    from flotilla.operator.leader import LeaderElector
+
+    api_config = await load_api_config(config)
+    async with ApiClient(configuration=api_config) as api:
+        elector = LeaderElector(api, config.leader, time.time) if config.leader.enabled else None
+        if elector is not None:
+            await elector.acquire()
+        writer = KubeWriter(api)
+        cache = ClusterCache()
+        rt = Runtime(
+            config=config,
+            cache=cache,
+            queue=WorkQueue(),
+            controller=FleetController(cache, writer, config, time.time),
+            writer=writer,
+        )
+        stop_flag = stop or asyncio.Event()
+        rt.tasks = [asyncio.create_task(_worker(rt)) for _ in range(config.workers)]
+        rt.tasks.append(asyncio.create_task(_resync(rt)))
+        lost: list[BaseException] = []
+        if elector is not None:
+            rt.tasks.append(asyncio.create_task(_hold(elector, stop_flag, lost)))
+        try:
+            await kopf.operator(
+                registry=build_registry(rt, api_config),
+                settings=kopf_settings(),
+                standalone=True,
+                clusterwide=not config.namespaces,
+                namespaces=config.namespaces,
+                liveness_endpoint=config.liveness_endpoint,
+                stop_flag=stop_flag,
+            )
+        finally:
+            for task in rt.tasks:
+                task.cancel()
+            for task in rt.tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            rt.queue.close()
+            if elector is not None and not lost:
+                await elector.release()
+        if lost:
+            raise lost[0]
+
+
+async def _hold(elector: Any, stop: asyncio.Event, lost: list[BaseException]) -> None:
+    try:
+        await elector.hold()
+    except Exception as exc:
+        log.error("stopping: %s", exc)
+        lost.append(exc)
+        stop.set()

@@ -1,0 +1,223 @@
+"""Admission: a per-model queue in front of the instances, and leases on instance capacity.
+
+Rather than push every request to an engine at once (where it would wait in the engine's queue,
+beyond the reach of better balancing), the router lets each instance hold at most `max_inflight`
+of its requests, about what the engine can batch. Requests beyond that wait here, in an order given
+by a pluggable `QueueOrder` (FCFS now; predicted-shortest-first in the predictor issue), and are
+dispatched the moment any instance frees a slot, with the policy choosing among the instances that
+have one. A full queue, or a wait longer than `max_wait_s`, is answered 429 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from flotilla.router.errors import ApiError
+from flotilla.router.instances import InstanceRecord, InstanceTable
+from flotilla.router.metrics import RouterMetrics
+from flotilla.router.policies import Policy, PolicyRegistry, RequestFeatures, Snapshot
+from flotilla.router.prediction import LengthPredictor
+
+
+@dataclass(eq=False)
+class Waiter:
+    features: RequestFeatures
+    exclude: frozenset[str]
+    arrival: float
+    seq: int
+    future: asyncio.Future[Lease] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class QueueOrder(Protocol):
+    """Sort key of a waiting request: smaller is served first."""
+
+    name: ClassVar[str]
+
+    def key(self, waiter: Waiter) -> tuple[float, ...]: ...
+
+
+class Fcfs:
+    name = "fcfs"
+
+    def key(self, waiter: Waiter) -> tuple[float, ...]:
+        return (waiter.seq,)
+
+
+@dataclass(eq=False)
+class Lease:
+    """One request's claim on one instance's capacity; release exactly once."""
+
+    record: InstanceRecord
+    features: RequestFeatures
+    tokens: int
+    predicted: float
+    on_release: Callable[[Lease], None]
+    streamed: int = 0
+    released: bool = False
+
+    def progress(self, tokens: int) -> None:
+        """The engine streamed `tokens` more output tokens: less work remains on the instance."""
+        before = max(0.0, self.predicted - self.streamed)
+        self.streamed += tokens
+        after = max(0.0, self.predicted - self.streamed)
+        self.record.predicted_remaining -= before - after
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        self.on_release(self)
+
+
+class PolicyBook:
+    """The policy object of each model, rebuilt only when its configured name or params change."""
+
+    def __init__(self, registry: PolicyRegistry, default: str, default_params: Mapping[str, Any]) -> None:
+        self._registry = registry
+        self._default = (default, tuple(sorted(default_params.items())))
+        registry.build(default, default_params)  # fail fast on a bad default
+        self._built: dict[str, tuple[tuple[str, tuple[tuple[str, Any], ...]], Policy]] = {}
+        self.errors: dict[str, str] = {}
+
+    def policy_for(self, model: str, records: list[InstanceRecord]) -> Policy:
+        wanted = self._default
+        for r in records:
+            if r.spec.policy:
+                wanted = (r.spec.policy, r.spec.params)
+                break
+        cached = self._built.get(model)
+        if cached is not None and cached[0] == wanted:
+            return cached[1]
+        try:
+            policy = self._registry.build(wanted[0], dict(wanted[1]))
+            self.errors.pop(model, None)
+        except (KeyError, ValueError) as e:  # pydantic's ValidationError is a ValueError
+            self.errors[model] = f"policy {wanted[0]!r} rejected, using {self._default[0]!r}: {e}"
+            policy = self._registry.build(self._default[0], dict(self._default[1]))
+        self._built[model] = (wanted, policy)
+        return policy
+
+
+class Admission:
+    def __init__(
+        self,
+        table: InstanceTable,
+        policies: PolicyBook,
+        predictor: LengthPredictor,
+        metrics: RouterMetrics,
+        *,
+        rng: random.Random,
+        order: QueueOrder | None = None,
+        max_queue: int = 1024,
+        max_wait_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._table = table
+        self._policies = policies
+        self._predictor = predictor
+        self._metrics = metrics
+        self._rng = rng
+        self._order = order or Fcfs()
+        self._max_queue = max_queue
+        self._max_wait = max_wait_s
+        self._clock = clock
+        self._queues: dict[str, list[tuple[tuple[float, ...], int, Waiter]]] = {}
+        self._depth: dict[str, int] = {}
+        self._seq = itertools.count()
+
+    def depth(self, model: str) -> int:
+        return self._depth.get(model, 0)
+
+    async def acquire(self, features: RequestFeatures, exclude: frozenset[str] = frozenset()) -> Lease:
+        model = features.model
+        if model not in self._table.models():
+            raise ApiError(404, f"The model `{model}` does not exist.", param="model")
+        if not [r for r in self._table.routable(model) if r.id not in exclude]:
+            raise ApiError(503, f"no instance of `{model}` is ready", retry_after=1)
+        if not self.depth(model):
+            lease = self._dispatch(features, exclude)
+            if lease is not None:
+                self._metrics.queue_wait.labels(model).observe(0.0)
+                return lease
+        if self.depth(model) >= self._max_queue:
+            self._metrics.rejected.labels(model).inc()
+            raise ApiError(429, f"too many requests queued for `{model}`", retry_after=1)
+        waiter = Waiter(features, exclude, self._clock(), next(self._seq))
+        heapq.heappush(self._queues.setdefault(model, []), (self._order.key(waiter), waiter.seq, waiter))
+        self._set_depth(model, +1)
+        try:
+            async with asyncio.timeout(self._max_wait):
+                lease = await asyncio.shield(waiter.future)
+        except TimeoutError:
+            self._abandon(waiter)
+            self._metrics.rejected.labels(model).inc()
+            raise ApiError(
+                429, f"waited {self._max_wait:g}s for a free instance of `{model}`", retry_after=1
+            ) from None
+        except asyncio.CancelledError:
+            self._abandon(waiter)
+            raise
+        self._metrics.queue_wait.labels(model).observe(self._clock() - waiter.arrival)
+        return lease
+
+    def _abandon(self, waiter: Waiter) -> None:
+        if waiter.future.done():
+            if not waiter.future.cancelled():
+                waiter.future.result().release()  # granted just as we gave up: hand it back
+            return
+        waiter.future.cancel()
+        self._set_depth(waiter.features.model, -1)
+
+    def pump(self, model: str | None = None) -> None:
+        """Dispatch queued requests while instances have free slots."""
+        for m in [model] if model is not None else list(self._queues):
+            heap = self._queues.get(m)
+            while heap:
+                waiter = heap[0][2]
+                if waiter.future.done():
+                    heapq.heappop(heap)
+                    continue
+                lease = self._dispatch(waiter.features, waiter.exclude)
+                if lease is None:
+                    break
+                heapq.heappop(heap)
+                self._set_depth(m, -1)
+                waiter.future.set_result(lease)
+
+    def _dispatch(self, features: RequestFeatures, exclude: frozenset[str]) -> Lease | None:
+        records = self._table.routable(features.model)
+        free = [r for r in records if r.has_capacity and r.id not in exclude]
+        if not free:
+            return None
+        policy = self._policies.policy_for(features.model, records)
+        ranked = policy.rank(features, Snapshot(tuple(r.view() for r in free)), self._rng)
+        if not ranked:
+            return None
+        record = self._table.get(ranked[0].id)
+        assert record is not None
+        predicted = self._predictor.predict(features)
+        tokens = features.prompt_tokens + int(predicted)
+        record.inflight += 1
+        record.inflight_tokens += tokens
+        record.predicted_remaining += predicted
+        self._metrics.inflight.labels(features.model, record.id).set(record.inflight)
+        return Lease(record, features, tokens, predicted, self._release)
+
+    def _release(self, lease: Lease) -> None:
+        r = lease.record
+        r.inflight -= 1
+        r.inflight_tokens -= lease.tokens
+        r.predicted_remaining -= max(0.0, lease.predicted - lease.streamed)
+        self._metrics.inflight.labels(lease.features.model, r.id).set(r.inflight)
+        self.pump(lease.features.model)
+
+    def _set_depth(self, model: str, delta: int) -> None:
+        self._depth[model] = self._depth.get(model, 0) + delta
+        self._metrics.queue_depth.labels(model).set(self._depth[model])

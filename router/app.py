@@ -1,0 +1,192 @@
+"""The router process's composition root: build the parts once, wire them, serve the HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import httpx
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from flotilla.router.admission import Admission, PolicyBook
+from flotilla.router.config import RouterConfig
+from flotilla.router.discovery import Discovery
+from flotilla.router.errors import ApiError
+from flotilla.router.instances import InstanceSpec, InstanceTable
+from flotilla.router.metrics import RouterMetrics
+from flotilla.router.policies import PolicyRegistry, default_registry
+from flotilla.router.prediction import LengthPredictor, ProxyPredictor
+from flotilla.router.proxy import RequestPath
+from flotilla.router.scrape import Scraper
+
+log = logging.getLogger("flotilla.router")
+
+
+class Router:
+    def __init__(
+        self,
+        config: RouterConfig,
+        discovery: Discovery,
+        *,
+        registry: CollectorRegistry,
+        policies: PolicyRegistry | None = None,
+        predictor: LengthPredictor | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.config = config
+        self.discovery = discovery
+        self.metrics = RouterMetrics(registry)
+        self.table = InstanceTable(default_max_inflight=config.max_inflight_per_instance)
+        self.client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(None, connect=config.connect_timeout_s),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=2048),
+        )
+        book = PolicyBook(policies or default_registry(), config.default_policy, config.default_policy_params)
+        self.admission = Admission(
+            self.table,
+            book,
+            predictor or ProxyPredictor(),
+            self.metrics,
+            rng=random.Random(config.seed),
+            max_queue=config.max_queue_per_model,
+            max_wait_s=config.max_queue_wait_s,
+        )
+        self.scraper = Scraper(
+            self.table,
+            self.client,
+            interval_s=config.scrape_interval_s,
+            timeout_s=config.scrape_timeout_s,
+            eject_after=config.eject_after_failures,
+            on_change=self._instances_changed,
+        )
+        self.path = RequestPath(
+            self.admission,
+            self.client,
+            self.metrics,
+            max_attempts=config.max_attempts,
+            request_timeout_s=config.request_timeout_s,
+            max_body_bytes=config.max_body_bytes,
+            prefix_block_chars=config.prefix_block_chars,
+            on_eject=self._ejected,
+        )
+        self._created = int(time.time())
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- wiring ------------------------------------------------------------------------------
+
+    def _on_discovery(self, specs: Sequence[InstanceSpec]) -> None:
+        self.table.update(specs)
+        log.info("instances updated", extra={"instances": sorted(s.id for s in specs)})
+        self._instances_changed()
+
+    def _instances_changed(self) -> None:
+        for model in self.table.models():
+            self.metrics.routable.labels(model).set(len(self.table.routable(model)))
+        self.admission.pump()
+
+    def _ejected(self, instance_id: str) -> None:
+        self.metrics.ejections.labels(instance_id).inc()
+        self._instances_changed()
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._discover(), name="router-discovery"))
+        self._tasks.append(asyncio.create_task(self.scraper.run(), name="router-scraper"))
+
+    async def _discover(self) -> None:
+        await self.discovery.run(self._on_discovery)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.client.aclose()
+
+    # ---- HTTP --------------------------------------------------------------------------------
+
+    def app(self) -> Starlette:
+        @contextlib.asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        async def completions(request: Request) -> Response:
+            return await self.path.handle(request, "completion")
+
+        async def chat(request: Request) -> Response:
+            return await self.path.handle(request, "chat")
+
+        async def models(_: Request) -> Response:
+            data = [
+                {"id": m, "object": "model", "created": self._created, "owned_by": "flotilla"}
+                for m in sorted(self.table.routable_models())
+            ]
+            return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+        async def health(_: Request) -> Response:
+            return Response(orjson.dumps({"status": "ok"}), media_type="application/json")
+
+        async def metrics(_: Request) -> Response:
+            return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+        async def http_error(_: Request, exc: Exception) -> Response:
+            assert isinstance(exc, HTTPException)
+            return ApiError(exc.status_code, exc.detail or "error").response()
+
+        async def internal_error(_: Request, exc: Exception) -> Response:
+            log.exception("unhandled error", exc_info=exc)
+            return ApiError(500, "internal router error").response()
+
+        routes = [
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ]
+        return Starlette(
+            routes=routes,
+            lifespan=lifespan,
+            exception_handlers={HTTPException: http_error, Exception: internal_error},
+        )
+
+
+def build_discovery(config: RouterConfig) -> Discovery:
+    if config.static is not None:
+        from flotilla.router.discovery.static import StaticDiscovery
+
+        return StaticDiscovery(config.static)
+    assert config.kubernetes is not None
+    from flotilla.router.discovery.kube import KubeDiscovery
+
+    return KubeDiscovery(config.kubernetes)
+
+
+async def serve(config: RouterConfig) -> None:
+    import uvicorn
+
+    router = Router(config, build_discovery(config), registry=CollectorRegistry())
+    server_config = uvicorn.Config(
+        router.app(),
+        host=config.host,
+        port=config.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
+        backlog=4096,
+    )
+    await uvicorn.Server(server_config).serve()

@@ -1,0 +1,75 @@
+"""The router's configuration file (YAML or JSON), validated with extra="forbid"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StaticInstance(_Strict):
+    url: str = Field(pattern=r"^https?://")
+    model: str
+    name: str | None = None
+    max_inflight: int | None = Field(default=None, gt=0)
+
+
+class ModelRouting(_Strict):
+    policy: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class StaticDiscoveryConfig(_Strict):
+    instances: list[StaticInstance] = Field(min_length=1)
+    models: dict[str, ModelRouting] = Field(default_factory=dict)
+    """Per-model policy, as a fleet's spec.router would give it in a cluster."""
+
+
+class KubernetesDiscoveryConfig(_Strict):
+    namespace: str | None = None
+    """Watch one namespace; None watches all."""
+    kubeconfig: str | None = None
+    """Path to a kubeconfig; None uses the in-cluster service account (or the default kubeconfig)."""
+    port: int | None = Field(default=None, gt=0, lt=65536)
+    """Engine port; None uses the port named `http` on the engine container, else 8000."""
+
+
+class RouterConfig(_Strict):
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, gt=0, lt=65536)
+    default_policy: str = "least_request"
+    default_policy_params: dict[str, Any] = Field(default_factory=dict)
+    max_inflight_per_instance: int = Field(default=256, gt=0)
+    """Requests the router lets one instance hold (vLLM's default max_num_seqs)."""
+    max_queue_per_model: int = Field(default=1024, ge=0)
+    max_queue_wait_s: float = Field(default=30.0, gt=0)
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    scrape_interval_s: float = Field(default=0.25, gt=0)
+    scrape_timeout_s: float = Field(default=1.0, gt=0)
+    eject_after_failures: int = Field(default=2, ge=1)
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    prefix_block_chars: int = Field(default=64, gt=0)
+    seed: int | None = None
+    """Seed of the tie-breaking random generator (None: from the OS, so replicas differ)."""
+    static: StaticDiscoveryConfig | None = None
+    kubernetes: KubernetesDiscoveryConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_discovery(self) -> RouterConfig:
+        if (self.static is None) == (self.kubernetes is None):
+            raise ValueError("configure exactly one of `static` and `kubernetes` discovery")
+        return self
+
+
+def load_config(path: str | Path) -> RouterConfig:
+    data = yaml.safe_load(Path(path).read_text())
+    return RouterConfig.model_validate(data or {})

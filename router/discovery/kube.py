@@ -1,0 +1,215 @@
+"""Kubernetes discovery: watch InferenceFleets and their pods; a pod is an instance once Ready.
+
+The model name and the balancing policy come from the fleet (`spec.model.name`,
+`spec.router.policy`/`params`); the pod's own labels and annotations (written by the operator) are
+the fallback while the fleet object has not been seen yet. Both resources are followed with
+list-then-watch loops that relist after an expired resourceVersion or a dropped connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from pydantic import ValidationError
+
+from flotilla.api import InferenceFleetSpec, labels
+from flotilla.router.config import KubernetesDiscoveryConfig
+from flotilla.router.discovery import OnUpdate
+from flotilla.router.instances import InstanceSpec
+
+log = logging.getLogger("flotilla.router.discovery")
+
+RELIST_BACKOFF_S = 1.0
+
+
+@dataclass(frozen=True)
+class FleetRouting:
+    model: str
+    policy: str | None
+    params: tuple[tuple[str, Any], ...]
+
+
+def fleet_routing(obj: dict[str, Any]) -> FleetRouting | None:
+    try:
+        spec = InferenceFleetSpec.model_validate(obj.get("spec") or {})
+    except ValidationError as e:
+        log.warning(
+            "fleet spec not understood", extra={"fleet": obj.get("metadata", {}).get("name"), "error": str(e)}
+        )
+        return None
+    router = spec.router
+    params = tuple(sorted((router.params or {}).items())) if router else ()
+    return FleetRouting(spec.model.name, router.policy if router else None, params)
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    status = pod.get("status") or {}
+    if not status.get("podIP"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def _engine_port(pod: dict[str, Any], override: int | None) -> int:
+    if override:
+        return override
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container.get("name") == labels.ENGINE_CONTAINER_NAME:
+            for port in container.get("ports") or []:
+                if port.get("name") == labels.ENGINE_PORT_NAME and port.get("containerPort"):
+                    return int(port["containerPort"])
+    return labels.ENGINE_PORT
+
+
+def instance_specs(
+    fleets: dict[tuple[str, str], FleetRouting], pods: dict[tuple[str, str], dict[str, Any]], port: int | None
+) -> list[InstanceSpec]:
+    """The routable instances: Ready pods of known fleets (pure; unit-tested)."""
+    out: list[InstanceSpec] = []
+    for (ns, name), pod in sorted(pods.items()):
+        if not _pod_ready(pod):
+            continue
+        meta = pod.get("metadata") or {}
+        pod_labels = meta.get("labels") or {}
+        annotations = meta.get("annotations") or {}
+        fleet = fleets.get((ns, pod_labels.get(labels.LABEL_FLEET, "")))
+        model = fleet.model if fleet else pod_labels.get(labels.LABEL_MODEL)
+        if not model:
+            continue
+        policy = fleet.policy if fleet else annotations.get(labels.ANNOTATION_ROUTER_POLICY)
+        ip = pod["status"]["podIP"]
+        host = f"[{ip}]" if ":" in ip else ip
+        out.append(
+            InstanceSpec(
+                id=f"{ns}/{name}",
+                url=f"http://{host}:{_engine_port(pod, port)}",
+                model=model,
+                policy=policy,
+                params=fleet.params if fleet else (),
+            )
+        )
+    return out
+
+
+class KubeDiscovery:
+    def __init__(
+        self,
+        config: KubernetesDiscoveryConfig,
+        api_client_factory: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        self._config = config
+        self._factory = api_client_factory or self._default_client
+        self._fleets: dict[tuple[str, str], FleetRouting] = {}
+        self._pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self._published: list[InstanceSpec] | None = None
+
+    async def _default_client(self) -> Any:
+        from kubernetes_asyncio import client, config
+
+        if self._config.kubeconfig:
+            await config.load_kube_config(config_file=self._config.kubeconfig)
+        else:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                await config.load_kube_config()
+        return client.ApiClient()
+
+    async def run(self, on_update: OnUpdate) -> None:
+        from kubernetes_asyncio import client
+
+        api = await self._factory()
+        try:
+            custom = client.CustomObjectsApi(api)
+            core = client.CoreV1Api(api)
+            ns = self._config.namespace
+            list_fleets: Callable[..., Awaitable[Any]]
+            list_pods: Callable[..., Awaitable[Any]]
+            if ns:
+                list_fleets = partial(
+                    custom.list_namespaced_custom_object, labels.GROUP, labels.VERSION, ns, labels.PLURAL
+                )
+                list_pods = partial(core.list_namespaced_pod, ns)
+            else:
+                list_fleets = partial(
+                    custom.list_cluster_custom_object, labels.GROUP, labels.VERSION, labels.PLURAL
+                )
+                list_pods = partial(core.list_pod_for_all_namespaces)
+            selector = f"{labels.LABEL_MANAGED_BY}={labels.MANAGED_BY}"
+
+            def publish() -> None:
+                specs = instance_specs(self._fleets, self._pods, self._config.port)
+                if specs != self._published:
+                    self._published = specs
+                    on_update(specs)
+
+            def on_fleet(kind: str, obj: dict[str, Any]) -> None:
+                key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+                routing = fleet_routing(obj) if kind != "DELETED" else None
+                if routing is None:
+                    self._fleets.pop(key, None)
+                else:
+                    self._fleets[key] = routing
+                publish()
+
+            def on_pod(kind: str, obj: dict[str, Any]) -> None:
+                key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+                if kind == "DELETED":
+                    self._pods.pop(key, None)
+                else:
+                    self._pods[key] = obj
+                publish()
+
+            publish()
+            await asyncio.gather(
+                _list_watch(api, list_fleets, {}, on_fleet, self._fleets),
+                _list_watch(api, list_pods, {"label_selector": selector}, on_pod, self._pods),
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                await api.close()
+
+
+async def _list_watch(
+    api: Any,
+    list_fn: Callable[..., Awaitable[Any]],
+    kwargs: dict[str, Any],
+    on_event: Callable[[str, dict[str, Any]], None],
+    store: dict[tuple[str, str], Any],
+) -> None:
+    """List (replacing the store), then watch from the list's resourceVersion; relist on errors."""
+    from kubernetes_asyncio import watch
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    while True:
+        try:
+            listing = await list_fn(**kwargs)
+            listing = listing if isinstance(listing, dict) else api.sanitize_for_serialization(listing)
+            seen = set()
+            for item in listing.get("items") or []:
+                seen.add((item["metadata"].get("namespace", ""), item["metadata"]["name"]))
+                on_event("ADDED", item)
+            for key in [k for k in store if k not in seen]:
+                on_event("DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})
+            rv = (listing.get("metadata") or {}).get("resourceVersion")
+            async with watch.Watch() as w:
+                async for event in w.stream(list_fn, resource_version=rv, timeout_seconds=300, **kwargs):
+                    obj = event["object"]
+                    obj = obj if isinstance(obj, dict) else api.sanitize_for_serialization(obj)
+                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                        on_event(event["type"], obj)
+        except asyncio.CancelledError:
+            raise
+        except (ApiException, OSError, ValueError) as e:
+            log.warning("watch interrupted, relisting", extra={"error": repr(e)})
+            await asyncio.sleep(RELIST_BACKOFF_S)
+        except Exception as e:  # the watch stream surfaces aiohttp errors of many kinds
+            log.warning("watch failed, relisting", extra={"error": repr(e)})
+            await asyncio.sleep(RELIST_BACKOFF_S)

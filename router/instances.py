@@ -1,0 +1,152 @@
+"""The live instance table: discovery's view of the fleet plus per-instance state.
+
+Each record joins three sources: the spec from discovery (url, model, policy), the last scrape of
+the engine's /metrics, and the router's own accounting of requests in flight. `view()` freezes a
+record into the `InstanceView` a policy sees. Records survive discovery updates that keep the
+instance, so accounting is never lost when a fleet changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flotilla.router.policies.base import InstanceView
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """One routable engine, as discovery reports it."""
+
+    id: str
+    url: str
+    model: str
+    policy: str | None = None
+    params: tuple[tuple[str, Any], ...] = ()
+    max_inflight: int | None = None
+
+
+@dataclass(frozen=True)
+class EngineSample:
+    """What one /metrics scrape said."""
+
+    running: int
+    waiting: int
+    kv_usage: float
+    kv_capacity_tokens: int | None = None
+    prefix_queries: float = 0.0
+    prefix_hits: float = 0.0
+
+
+@dataclass(eq=False)
+class InstanceRecord:
+    spec: InstanceSpec
+    max_inflight: int
+    sample: EngineSample | None = None
+    inflight: int = 0
+    inflight_tokens: int = 0
+    predicted_remaining: float = 0.0
+    # Own accounting at the time of the last scrape, to correct the scrape by what changed since.
+    inflight_at_scrape: int = 0
+    tokens_at_scrape: int = 0
+    failures: int = 0
+    ejected: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def url(self) -> str:
+        return self.spec.url
+
+    @property
+    def has_capacity(self) -> bool:
+        return self.inflight < self.max_inflight
+
+    def record_sample(self, sample: EngineSample) -> None:
+        self.sample = sample
+        self.inflight_at_scrape = self.inflight
+        self.tokens_at_scrape = self.inflight_tokens
+        self.failures = 0
+        self.ejected = False
+
+    def record_failure(self, eject_after: int) -> None:
+        self.failures += 1
+        if self.failures >= eject_after:
+            self.ejected = True
+
+    def eject(self) -> None:
+        self.ejected = True
+
+    def view(self) -> InstanceView:
+        s = self.sample
+        if s is None:
+            return InstanceView(
+                id=self.id,
+                inflight=self.inflight,
+                inflight_tokens=self.inflight_tokens,
+                predicted_remaining_tokens=self.predicted_remaining,
+                est_requests=float(self.inflight),
+                max_inflight=self.max_inflight,
+            )
+        scraped = s.running + s.waiting
+        est = max(float(self.inflight), scraped + self.inflight - self.inflight_at_scrape)
+        kv = s.kv_usage
+        if s.kv_capacity_tokens:
+            kv += (self.inflight_tokens - self.tokens_at_scrape) / s.kv_capacity_tokens
+        return InstanceView(
+            id=self.id,
+            running=s.running,
+            waiting=s.waiting,
+            kv_usage=s.kv_usage,
+            kv_capacity_tokens=s.kv_capacity_tokens,
+            inflight=self.inflight,
+            inflight_tokens=self.inflight_tokens,
+            predicted_remaining_tokens=self.predicted_remaining,
+            est_requests=est,
+            est_kv_usage=min(1.0, max(0.0, kv)),
+            max_inflight=self.max_inflight,
+        )
+
+
+class InstanceTable:
+    def __init__(self, *, default_max_inflight: int) -> None:
+        self._default_max = default_max_inflight
+        self._records: dict[str, InstanceRecord] = {}
+        self.generation = 0
+
+    def update(self, specs: Iterable[InstanceSpec]) -> None:
+        """Replace the instance set; kept instances keep their state (a changed url resets it)."""
+        new: dict[str, InstanceRecord] = {}
+        for spec in specs:
+            old = self._records.get(spec.id)
+            max_inflight = spec.max_inflight or self._default_max
+            if old is not None and old.url == spec.url:
+                old.spec = spec
+                old.max_inflight = max_inflight
+                new[spec.id] = old
+            else:
+                new[spec.id] = InstanceRecord(spec=spec, max_inflight=max_inflight)
+        self._records = new
+        self.generation += 1
+
+    def all(self) -> list[InstanceRecord]:
+        return list(self._records.values())
+
+    def get(self, instance_id: str) -> InstanceRecord | None:
+        return self._records.get(instance_id)
+
+    def models(self) -> set[str]:
+        return {r.spec.model for r in self._records.values()}
+
+    def routable_models(self) -> set[str]:
+        return {r.spec.model for r in self._records.values() if not r.ejected}
+
+    def of_model(self, model: str) -> list[InstanceRecord]:
+        return [r for r in self._records.values() if r.spec.model == model]
+
+    def routable(self, model: str) -> list[InstanceRecord]:
+        return [r for r in self._records.values() if r.spec.model == model and not r.ejected]

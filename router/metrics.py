@@ -1,0 +1,75 @@
+"""The router's Prometheus metrics (`flotilla_router_*`) in a registry passed in by the caller."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
+
+
+class RouterMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "flotilla_router_requests",
+            "Client requests by model and HTTP status.",
+            ["model", "status"],
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "flotilla_router_ttft_seconds",
+            "Time from request arrival to the first byte of the engine's answer.",
+            ["model"],
+            buckets=_LATENCY,
+            registry=registry,
+        )
+        self.e2e = Histogram(
+            "flotilla_router_e2e_seconds",
+            "Request latency, arrival to last byte.",
+            ["model"],
+            buckets=_LATENCY,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "flotilla_router_queue_depth",
+            "Requests waiting in the router's admission queue.",
+            ["model"],
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "flotilla_router_queue_wait_seconds",
+            "Time requests spent in the admission queue.",
+            ["model"],
+            buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30),
+            registry=registry,
+        )
+        self.inflight = Gauge(
+            "flotilla_router_inflight_requests",
+            "Requests this router has on each instance.",
+            ["model", "instance"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "flotilla_router_retries",
+            "Requests re-sent to another instance after a connection failure.",
+            ["model"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "flotilla_router_rejected",
+            "Requests refused by admission (queue full or wait exceeded).",
+            ["model"],
+            registry=registry,
+        )
+        self.ejections = Counter(
+            "flotilla_router_ejections",
+            "Instances taken out of rotation after failures.",
+            ["instance"],
+            registry=registry,
+        )
+        self.routable = Gauge(
+            "flotilla_router_routable_instances",
+            "Instances in rotation per model.",
+            ["model"],
+            registry=registry,
+        )

@@ -1,0 +1,100 @@
+"""The balancing-policy plug-in interface, and the immutable inputs policies decide from.
+
+A policy is a small synchronous object: given one request's features, a frozen snapshot of the
+instances that may take it, and a random generator, it ranks those instances best first. It does no
+I/O and reads no clock, so the same objects run unchanged in the router and in the discrete-event
+fleet simulator. The random generator breaks ties and samples candidates (power of two choices), so
+several router replicas seeing the same scraped state do not all pick the same instance.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFeatures:
+    """What a policy may know about a request before it runs."""
+
+    model: str
+    prompt_tokens: int
+    """Prompt length in tokens (exact for token-id prompts, estimated from characters otherwise)."""
+    max_tokens: int | None = None
+    prefix_hashes: tuple[int, ...] = ()
+    """Chained hashes of the prompt's leading blocks (stable across processes)."""
+    predicted_output_tokens: float | None = None
+    """Expected output length from the length predictor, when one is configured."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceView:
+    """One instance as a policy sees it: scraped engine state plus this router's accounting."""
+
+    id: str
+    running: int = 0
+    """vllm:num_requests_running at the last scrape."""
+    waiting: int = 0
+    """vllm:num_requests_waiting at the last scrape."""
+    kv_usage: float = 0.0
+    """vllm:kv_cache_usage_perc at the last scrape (0..1)."""
+    kv_capacity_tokens: int | None = None
+    """KV cache size in tokens (num_gpu_blocks x block_size from vllm:cache_config_info)."""
+    inflight: int = 0
+    """Requests this router has on the instance now."""
+    inflight_tokens: int = 0
+    """Prompt + predicted output tokens of those requests."""
+    predicted_remaining_tokens: float = 0.0
+    """Predicted output tokens still to come for those requests."""
+    est_requests: float = 0.0
+    """Best estimate of all requests on the instance (every router's): the scraped count corrected by
+    this router's starts and finishes since the scrape, never below this router's own count."""
+    est_kv_usage: float = 0.0
+    """Scraped KV usage corrected by the tokens this router added or removed since the scrape."""
+    max_inflight: int = 256
+    """How many requests the router lets this instance run at once (about what it can batch)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The instances a request may go to, frozen at decision time."""
+
+    instances: tuple[InstanceView, ...]
+
+
+class Policy(Protocol):
+    """Rank `snapshot.instances` for `request`, best first (a subset is allowed; empty means none)."""
+
+    name: ClassVar[str]
+
+    def rank(
+        self, request: RequestFeatures, snapshot: Snapshot, rng: random.Random
+    ) -> list[InstanceView]: ...
+
+
+class NoParams(BaseModel):
+    model_config = {"extra": "forbid", "frozen": True}
+
+
+def rank_by_cost(
+    instances: Sequence[InstanceView], costs: Sequence[float], rng: random.Random, choices: int
+) -> list[InstanceView]:
+    """Best first by cost; with `choices` = d > 0 the winner is the best of d random candidates.
+
+    Sampling d candidates (power of d choices) keeps replicas that share stale state from herding
+    onto one instance, at a small cost in balance; d = 0 takes the global minimum. Ties are broken at
+    random either way.
+    """
+    n = len(instances)
+    if n == 0:
+        return []
+    keyed = sorted(range(n), key=lambda i: (costs[i], rng.random()))
+    if choices <= 0 or choices >= n:
+        return [instances[i] for i in keyed]
+    sampled = set(rng.sample(range(n), choices))
+    first = min(sampled, key=lambda i: (costs[i], rng.random()))
+    return [instances[first]] + [instances[i] for i in keyed if i != first]

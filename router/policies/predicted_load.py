@@ -1,0 +1,41 @@
+"""Predicted load: weigh instances by the output tokens still to come on them.
+
+Two instances with the same number of requests can be minutes apart: one about to finish short
+answers, the other at the start of long ones. This policy charges each instance the predicted
+remaining output tokens of what it runs (from the router's accounting, which knows each request's
+prediction and how many tokens it has streamed), plus a fixed charge for each request the scrape
+shows beyond this router's own (other replicas' work, whose predictions it cannot see).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import ClassVar
+
+from pydantic import Field
+
+from flotilla.router.policies.base import InstanceView, RequestFeatures, Snapshot, rank_by_cost
+from flotilla.router.policies.simple import ChoiceParams
+
+
+class PredictedLoadParams(ChoiceParams):
+    foreign_request_tokens: float = Field(
+        default=128.0, ge=0, description="tokens charged per request seen only in the scrape (other routers')"
+    )
+
+
+class PredictedLoad:
+    name: ClassVar[str] = "predicted_load"
+    Params = PredictedLoadParams
+
+    def __init__(self, params: PredictedLoadParams) -> None:
+        self.params = params
+
+    def cost(self, inst: InstanceView) -> float:
+        """Own predicted remaining tokens, plus requests only the scrape knows of (other routers')."""
+        foreign = max(0.0, inst.est_requests - inst.inflight)
+        return inst.predicted_remaining_tokens + foreign * self.params.foreign_request_tokens
+
+    def rank(self, request: RequestFeatures, snapshot: Snapshot, rng: random.Random) -> list[InstanceView]:
+        inst = snapshot.instances
+        return rank_by_cost(inst, [self.cost(i) for i in inst], rng, self.params.choices)

@@ -1,0 +1,270 @@
+"""The request path: admit, send to an engine, relay the answer; retry on connection failures.
+
+`RequestPath.handle` is a loop over engine calls rather than a single call: today it repeats only
+when an instance cannot be reached before the first byte (the request goes to another instance);
+slice-level scheduling (issue 7) will reuse the same loop to send one client request as several
+engine calls, each admitted and placed afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from flotilla.router.admission import Admission, Lease
+from flotilla.router.errors import ApiError
+from flotilla.router.features import extract
+from flotilla.router.metrics import RouterMetrics
+from flotilla.router.policies import RequestFeatures
+
+log = logging.getLogger("flotilla.router.request")
+
+PATHS = {"completion": "/v1/completions", "chat": "/v1/chat/completions"}
+_FORWARDED_HEADERS = ("authorization",)
+
+
+@dataclass
+class _Call:
+    """One client request's context along the path."""
+
+    rid: str
+    start: float
+    model: str = ""
+    features: RequestFeatures | None = None
+    ttft: float | None = None
+
+
+@dataclass
+class EngineReply:
+    lease: Lease
+    status: int
+    content_type: str
+    body: bytes = b""
+    stream: httpx.Response | None = None
+    first_chunk: bytes = b""
+    chunks: AsyncIterator[bytes] | None = None
+    first_byte_at: float = 0.0
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body larger than {limit} bytes")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body larger than {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def parse_body(raw: bytes) -> tuple[dict[str, Any], str]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise ApiError(400, f"invalid JSON body: {e}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "`model` is required and must be a string", param="model")
+    if "stream" in body and not isinstance(body["stream"], bool | None):
+        raise ApiError(400, "`stream` must be a boolean", param="stream")
+    return body, model
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class RequestPath:
+    def __init__(
+        self,
+        admission: Admission,
+        client: httpx.AsyncClient,
+        metrics: RouterMetrics,
+        *,
+        max_attempts: int,
+        request_timeout_s: float,
+        max_body_bytes: int,
+        prefix_block_chars: int,
+        on_eject: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._admission = admission
+        self._client = client
+        self._metrics = metrics
+        self._max_attempts = max_attempts
+        self._timeout = request_timeout_s
+        self._max_body = max_body_bytes
+        self._block_chars = prefix_block_chars
+        self._on_eject = on_eject
+        self._clock = clock
+
+    async def handle(self, request: Request, kind: str) -> Response:
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        call = _Call(rid, self._clock())
+        try:
+            raw = await read_body(request, self._max_body)
+            body, call.model = parse_body(raw)
+            call.features = extract(kind, body, call.model, block_chars=self._block_chars)
+            stream = body.get("stream") is True
+            headers = {"content-type": "application/json", "x-request-id": rid}
+            for h in _FORWARDED_HEADERS:
+                if h in request.headers:
+                    headers[h] = request.headers[h]
+            opening = asyncio.create_task(self._open(call, PATHS[kind], raw, headers, stream))
+            watcher = asyncio.create_task(_wait_disconnect(request))
+            try:
+                async with asyncio.timeout(self._timeout):
+                    done, _ = await asyncio.wait({opening, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            except TimeoutError:
+                raise ApiError(504, f"no answer within {self._timeout:g}s") from None
+            finally:
+                watcher.cancel()
+                if not opening.done():
+                    opening.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, ApiError):
+                        await opening
+            if opening not in done:
+                raise ApiError(499, "client closed the request")
+            reply = opening.result()
+        except ApiError as e:
+            self._finish(call, e.status, None, error=e.message)
+            return e.response(rid)
+        call.ttft = reply.first_byte_at - call.start
+        self._metrics.ttft.labels(call.model).observe(call.ttft)
+        out_headers = {"x-request-id": rid}
+        if reply.stream is None:
+            reply.lease.release()
+            self._finish(call, reply.status, reply.lease)
+            return Response(
+                reply.body, status_code=reply.status, media_type=reply.content_type, headers=out_headers
+            )
+        return StreamingResponse(
+            self._relay(call, reply),
+            status_code=reply.status,
+            media_type=reply.content_type,
+            headers=out_headers,
+        )
+
+    async def _open(
+        self, call: _Call, path: str, raw: bytes, headers: dict[str, str], stream: bool
+    ) -> EngineReply:
+        """Admit and send; an instance that cannot be reached before the first byte is ejected and
+        the request goes to another one (the client has seen nothing yet)."""
+        features = call.features
+        assert features is not None
+        tried: set[str] = set()
+        last_error = ""
+        for attempt in range(self._max_attempts):
+            lease = await self._admission.acquire(features, frozenset(tried))
+            record = lease.record
+            resp: httpx.Response | None = None
+            try:
+                req = self._client.build_request("POST", record.url + path, content=raw, headers=headers)
+                resp = await self._client.send(req, stream=True)
+                ctype = resp.headers.get("content-type", "application/json")
+                if stream and resp.status_code == 200:
+                    chunks = resp.aiter_raw()
+                    first = await anext(chunks, b"")
+                    return EngineReply(
+                        lease,
+                        200,
+                        ctype,
+                        stream=resp,
+                        first_chunk=first,
+                        chunks=chunks,
+                        first_byte_at=self._clock(),
+                    )
+                data = await resp.aread()
+                await resp.aclose()
+                return EngineReply(lease, resp.status_code, ctype, body=data, first_byte_at=self._clock())
+            except httpx.TransportError as e:
+                if resp is not None:
+                    await resp.aclose()
+                lease.release()
+                record.eject()
+                self._on_eject(record.id)
+                tried.add(record.id)
+                last_error = f"{record.id}: {type(e).__name__}"
+                self._metrics.retries.labels(features.model).inc()
+                log.warning(
+                    "engine unreachable, retrying elsewhere",
+                    extra={
+                        "request_id": call.rid,
+                        "instance": record.id,
+                        "attempt": attempt,
+                        "error": repr(e),
+                    },
+                )
+            except BaseException:
+                if resp is not None:
+                    await resp.aclose()
+                lease.release()
+                raise
+        raise ApiError(
+            502, f"no instance could be reached after {self._max_attempts} attempts ({last_error})"
+        )
+
+    async def _relay(self, call: _Call, reply: EngineReply) -> AsyncIterator[bytes]:
+        assert reply.stream is not None and reply.chunks is not None
+        lease = reply.lease
+        status = 200
+        error = None
+        try:
+            lease.progress(reply.first_chunk.count(b"data: "))
+            yield reply.first_chunk
+            try:
+                async with asyncio.timeout(max(0.0, call.start + self._timeout - self._clock())):
+                    async for chunk in reply.chunks:
+                        # vLLM streams one token per event: events are the progress measure.
+                        lease.progress(chunk.count(b"data: "))
+                        yield chunk
+            except (httpx.TransportError, TimeoutError) as e:
+                status, error = (504, "timeout") if isinstance(e, TimeoutError) else (502, repr(e))
+                err = ApiError(status, f"engine stream ended abnormally: {error}").body()
+                yield b"data: " + err + b"\n\n"
+        except (asyncio.CancelledError, GeneratorExit):
+            status, error = 499, "client disconnected"
+            raise
+        finally:
+            await reply.stream.aclose()
+            lease.release()
+            self._finish(call, status, lease, error=error)
+
+    def _finish(self, call: _Call, status: int, lease: Lease | None, *, error: str | None = None) -> None:
+        model, ttft = call.model, call.ttft
+        e2e = self._clock() - call.start
+        # Bad requests may name any model: keep such names out of the label set.
+        label = "" if status in (400, 404, 413) else model
+        self._metrics.requests.labels(label, str(status)).inc()
+        if lease is not None:
+            self._metrics.e2e.labels(model).observe(e2e)
+        log.info(
+            "request",
+            extra={
+                "request_id": call.rid,
+                "model": model,
+                "status": status,
+                "instance": lease.record.id if lease else None,
+                "ttft_s": round(ttft, 6) if ttft is not None else None,
+                "e2e_s": round(e2e, 6),
+                "streamed_events": lease.streamed if lease else None,
+                "error": error,
+            },
+        )
