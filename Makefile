@@ -15,7 +15,7 @@ $(BIN)/python:
 
 # Reinstall only when the packaging changed: pip's editable install maps the component folders.
 $(STAMP): $(BIN)/python pyproject.toml setup.py
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,predictor]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -42,6 +42,9 @@ typecheck: venv pkgview
 
 unit: venv
 	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+e2e: venv binaries
+	$(BIN)/pytest e2e $(PYTEST_ARGS)
 
 test: venv binaries lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -20,6 +20,7 @@ from flotilla.operator.cache import ClusterCache, FleetKey
 from flotilla.operator.config import OperatorConfig
 from flotilla.operator.controller import ERROR_RETRY_S, FleetController
 from flotilla.operator.kubeclient import KubeWriter
+from flotilla.operator.prime import prime_cache
 from flotilla.operator.workqueue import WorkQueue
 
 log = logging.getLogger("flotilla.operator")
@@ -112,7 +113,8 @@ async def load_api_config(config: OperatorConfig) -> Any:
     return api_config
 
 
-async def _worker(rt: Runtime) -> None:
+async def _worker(rt: Runtime, primed: asyncio.Event) -> None:
+    await primed.wait()
     while True:
         key = await rt.queue.get()
         requeue: float | None
@@ -143,6 +145,8 @@ def kopf_settings() -> Any:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # Every watch event runs a handler; Kopf's per-handler success lines would flood the log.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     return settings
 
 
@@ -168,13 +172,15 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
             writer=writer,
         )
         stop_flag = stop or asyncio.Event()
-        rt.tasks = [asyncio.create_task(_worker(rt)) for _ in range(config.workers)]
-        rt.tasks.append(asyncio.create_task(_resync(rt)))
+        primed = asyncio.Event()
         lost: list[BaseException] = []
+        # Our tasks exist before Kopf starts: Kopf treats tasks born later as its own at shutdown.
+        rt.tasks = [asyncio.create_task(_worker(rt, primed)) for _ in range(config.workers)]
+        rt.tasks.append(asyncio.create_task(_resync(rt)))
         if elector is not None:
             rt.tasks.append(asyncio.create_task(_hold(elector, stop_flag, lost)))
-        try:
-            await kopf.operator(
+        kopf_task = asyncio.create_task(
+            kopf.operator(
                 registry=build_registry(rt, api_config),
                 settings=kopf_settings(),
                 standalone=True,
@@ -183,7 +189,18 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
                 liveness_endpoint=config.liveness_endpoint,
                 stop_flag=stop_flag,
             )
+        )
+        try:
+            # Kopf's handlers may enqueue keys meanwhile; nothing is reconciled before the cache is primed.
+            await prime_cache(api, cache, config.namespaces)
+            for key in cache.fleet_keys():
+                rt.queue.add(key)
+            primed.set()
+            await kopf_task
         finally:
+            stop_flag.set()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(kopf_task, 30)
             for task in rt.tasks:
                 task.cancel()
             for task in rt.tasks:

@@ -38,6 +38,9 @@ def run(
     ] = True,
     lease_namespace: Annotated[str, typer.Option(help="Namespace of the leader-election Lease.")] = "default",
     lease_name: Annotated[str, typer.Option(help="Name of the leader-election Lease.")] = "flotilla-operator",
+    lease_duration: Annotated[
+        float, typer.Option(help="Seconds a Lease holder stays leader unrenewed.")
+    ] = 15.0,
     identity: Annotated[
         str | None, typer.Option(help="Leader-election identity (default: host-pid).")
     ] = None,
@@ -63,7 +66,12 @@ def run(
         render=RenderConfig(tolerate_kwok=tolerate_kwok),
         backoff=BackoffConfig(base_s=backoff_base, max_s=backoff_max),
         leader=LeaderConfig(
-            enabled=leader_elect, namespace=lease_namespace, name=lease_name, identity=identity
+            enabled=leader_elect,
+            namespace=lease_namespace,
+            name=lease_name,
+            identity=identity,
+            lease_duration_s=lease_duration,
+            renew_period_s=min(5.0, lease_duration / 3),
         ),
         liveness_endpoint=liveness,
     )

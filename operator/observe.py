@@ -114,7 +114,7 @@ def observe_pod(pod: dict[str, Any]) -> ObservedPod | None:
         unschedulable=unschedulable,
         failing_reason=failing,
         tier=pod_labels.get(labels.LABEL_TIER),
-        annotations=tuple(sorted((k, v) for k, v in annotations.items() if k.startswith(labels.GROUP))),
+        annotations=tuple(sorted(annotations.items())),
         extra_labels=tuple(sorted(pod_labels.items())),
     )
 

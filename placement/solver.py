@@ -32,6 +32,28 @@ AUTO_MOVES_MAX_NODES = 64  # beyond this, moving running pods makes every node i
 DECODE_RESERVE = 0.15  # share of the budget kept for decoding and plan building
 
 
+class _CriterionProven(cp_model.CpSolverSolutionCallback):
+    """Stops a tier stage once the bound proves its criterion (objective // weight) optimal."""
+
+    def __init__(self, solver: cp_model.CpSolver, weight: int, maximise: bool) -> None:
+        super().__init__()
+        self._solver, self._weight, self._maximise = solver, weight, maximise
+        self._best: float | None = None
+
+    def on_solution_callback(self) -> None:
+        self._best = self.objective_value
+        self._check(self.best_objective_bound)
+
+    def on_bound(self, bound: float) -> None:
+        self._check(bound)
+
+    def _check(self, bound: float) -> None:
+        if self._best is None or not self._maximise:
+            return
+        if bound // self._weight <= self._best // self._weight:
+            self._solver.stop_search()
+
+
 def solve(
     snapshot: Snapshot,
     budget_s: float = 1.0,
@@ -92,10 +114,13 @@ def solve(
             model.maximize(objective)
         else:
             model.minimize(objective)
-        # Parameters: an equal share of the time left for this stage and the ones after it
+        # Parameters: an equal share of the time left for this stage and the ones after it; a tier
+        # stage stops as soon as its own criterion is proven, lower tiers are only its hint
         solver.parameters.max_time_in_seconds = remaining / (len(stages) - i)
+        watch = _CriterionProven(solver, weight if maximise else 1, maximise)
+        solver.best_bound_callback = watch.on_bound
         t0 = time.perf_counter()
-        status = solver.solve(model)
+        status = solver.solve(model, watch)
         seconds = time.perf_counter() - t0
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             records.append(Stage(name, float("nan"), float("nan"), solver.status_name(status), seconds))
@@ -103,20 +128,25 @@ def solve(
             break
         value = solver.value(expr)
         bound = solver.best_objective_bound
+        done = status == cp_model.OPTIMAL
         if maximise:
+            # objective = weight * criterion + lower tiers (< weight): the criterion is proven
+            # optimal once the bound leaves no room for one more unit of it
             bound = bound // weight
-        records.append(Stage(name, float(value), float(bound), solver.status_name(status), seconds))
-        if status != cp_model.OPTIMAL and i < len(stages) - 1:
+            done = bound <= value
+        records.append(Stage(name, float(value), float(bound), "OPTIMAL" if done else "FEASIBLE", seconds))
+        if not done and i < len(stages) - 1:
             proven = False
         # Fix this stage's result (its optimum, or the value reached) for the stages after it
         if maximise:
             model.add(expr >= value)
         else:
             model.add(expr <= value)
+        # Hint the next stage with this solution, every variable included
         solution = list(solver.response_proto.solution)
         model.clear_hints()  # type: ignore[no-untyped-call]
-        for var in variables:
-            model.add_hint(var, solution[var.index])
+        model.proto.solution_hint.vars.extend(range(len(solution)))
+        model.proto.solution_hint.values.extend(solution)
 
     notes = list(cm.notes)
     if not allow_moves and any(p.managed for p in snapshot.bound):

@@ -3,7 +3,7 @@
 Rather than push every request to an engine at once (where it would wait in the engine's queue,
 beyond the reach of better balancing), the router lets each instance hold at most `max_inflight`
 of its requests, about what the engine can batch. Requests beyond that wait here, in an order given
-by a pluggable `QueueOrder` (FCFS now; predicted-shortest-first in the predictor issue), and are
+by a pluggable `WaitQueue` (FCFS now; predicted-shortest-first in the predictor issue), and are
 dispatched the moment any instance frees a slot, with the policy choosing among the instances that
 have one. A full queue, or a wait longer than `max_wait_s`, is answered 429 with Retry-After.
 """
@@ -11,19 +11,18 @@ have one. A full queue, or a wait longer than `max_wait_s`, is answered 429 with
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 from flotilla.router.errors import ApiError
 from flotilla.router.instances import InstanceRecord, InstanceTable
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import Policy, PolicyRegistry, RequestFeatures, Snapshot
-from flotilla.router.prediction import LengthPredictor
 
 
 @dataclass(eq=False)
@@ -35,19 +34,43 @@ class Waiter:
     future: asyncio.Future[Lease] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-class QueueOrder(Protocol):
-    """Sort key of a waiting request: smaller is served first."""
+class WaitQueue(Protocol):
+    """The order in which one model's waiting requests are served (a plug-in).
 
-    name: ClassVar[str]
+    `now` is passed in, never read, so orders with aging run unchanged in the fleet simulator.
+    """
 
-    def key(self, waiter: Waiter) -> tuple[float, ...]: ...
+    def __len__(self) -> int: ...
+
+    def push(self, waiter: Waiter, now: float) -> None: ...
+
+    def remove(self, waiter: Waiter) -> None: ...
+
+    def peek(self, now: float) -> Waiter | None: ...
+
+    def pop(self, now: float) -> Waiter: ...
 
 
-class Fcfs:
-    name = "fcfs"
+class FcfsQueue:
+    """First come, first served."""
 
-    def key(self, waiter: Waiter) -> tuple[float, ...]:
-        return (waiter.seq,)
+    def __init__(self) -> None:
+        self._items: OrderedDict[Waiter, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def push(self, waiter: Waiter, now: float) -> None:
+        self._items[waiter] = None
+
+    def remove(self, waiter: Waiter) -> None:
+        self._items.pop(waiter, None)
+
+    def peek(self, now: float) -> Waiter | None:
+        return next(iter(self._items), None)
+
+    def pop(self, now: float) -> Waiter:
+        return self._items.popitem(last=False)[0]
 
 
 @dataclass(eq=False)
@@ -110,30 +133,28 @@ class Admission:
         self,
         table: InstanceTable,
         policies: PolicyBook,
-        predictor: LengthPredictor,
         metrics: RouterMetrics,
         *,
         rng: random.Random,
-        order: QueueOrder | None = None,
+        queue_factory: Callable[[], WaitQueue] = FcfsQueue,
         max_queue: int = 1024,
         max_wait_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._table = table
         self._policies = policies
-        self._predictor = predictor
         self._metrics = metrics
         self._rng = rng
-        self._order = order or Fcfs()
+        self._queue_factory = queue_factory
         self._max_queue = max_queue
         self._max_wait = max_wait_s
         self._clock = clock
-        self._queues: dict[str, list[tuple[tuple[float, ...], int, Waiter]]] = {}
-        self._depth: dict[str, int] = {}
+        self._queues: dict[str, WaitQueue] = {}
         self._seq = itertools.count()
 
     def depth(self, model: str) -> int:
-        return self._depth.get(model, 0)
+        queue = self._queues.get(model)
+        return len(queue) if queue is not None else 0
 
     async def acquire(self, features: RequestFeatures, exclude: frozenset[str] = frozenset()) -> Lease:
         model = features.model
@@ -150,8 +171,11 @@ class Admission:
             self._metrics.rejected.labels(model).inc()
             raise ApiError(429, f"too many requests queued for `{model}`", retry_after=1)
         waiter = Waiter(features, exclude, self._clock(), next(self._seq))
-        heapq.heappush(self._queues.setdefault(model, []), (self._order.key(waiter), waiter.seq, waiter))
-        self._set_depth(model, +1)
+        queue = self._queues.get(model)
+        if queue is None:
+            queue = self._queues[model] = self._queue_factory()
+        queue.push(waiter, waiter.arrival)
+        self._publish_depth(model)
         try:
             async with asyncio.timeout(self._max_wait):
                 lease = await asyncio.shield(waiter.future)
@@ -173,23 +197,23 @@ class Admission:
                 waiter.future.result().release()  # granted just as we gave up: hand it back
             return
         waiter.future.cancel()
-        self._set_depth(waiter.features.model, -1)
+        self._queues[waiter.features.model].remove(waiter)
+        self._publish_depth(waiter.features.model)
 
     def pump(self, model: str | None = None) -> None:
         """Dispatch queued requests while instances have free slots."""
         for m in [model] if model is not None else list(self._queues):
-            heap = self._queues.get(m)
-            while heap:
-                waiter = heap[0][2]
-                if waiter.future.done():
-                    heapq.heappop(heap)
-                    continue
+            queue = self._queues.get(m)
+            if not queue:
+                continue
+            now = self._clock()
+            while (waiter := queue.peek(now)) is not None:
                 lease = self._dispatch(waiter.features, waiter.exclude)
                 if lease is None:
                     break
-                heapq.heappop(heap)
-                self._set_depth(m, -1)
+                queue.pop(now)
                 waiter.future.set_result(lease)
+            self._publish_depth(m)
 
     def _dispatch(self, features: RequestFeatures, exclude: frozenset[str]) -> Lease | None:
         records = self._table.routable(features.model)
@@ -202,7 +226,7 @@ class Admission:
             return None
         record = self._table.get(ranked[0].id)
         assert record is not None
-        predicted = self._predictor.predict(features)
+        predicted = features.predicted_output_tokens or 0.0
         tokens = features.prompt_tokens + int(predicted)
         record.inflight += 1
         record.inflight_tokens += tokens
@@ -218,6 +242,5 @@ class Admission:
         self._metrics.inflight.labels(lease.features.model, r.id).set(r.inflight)
         self.pump(lease.features.model)
 
-    def _set_depth(self, model: str, delta: int) -> None:
-        self._depth[model] = self._depth.get(model, 0) + delta
-        self._metrics.queue_depth.labels(model).set(self._depth[model])
+    def _publish_depth(self, model: str) -> None:
+        self._metrics.queue_depth.labels(model).set(self.depth(model))

@@ -55,7 +55,6 @@ class Router:
         self.admission = Admission(
             self.table,
             book,
-            predictor or ProxyPredictor(),
             self.metrics,
             rng=random.Random(config.seed),
             max_queue=config.max_queue_per_model,
@@ -73,6 +72,7 @@ class Router:
             self.admission,
             self.client,
             self.metrics,
+            predictor or ProxyPredictor(),
             max_attempts=config.max_attempts,
             request_timeout_s=config.request_timeout_s,
             max_body_bytes=config.max_body_bytes,

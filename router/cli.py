@@ -31,7 +31,12 @@ def run(
     if overrides:
         cfg = cfg.model_copy(update=overrides)
     logs.configure(log_level)
-    asyncio.run(serve(cfg))
+    try:
+        import uvloop
+    except ImportError:  # optional: the plain asyncio loop works, only slower
+        asyncio.run(serve(cfg))
+    else:
+        uvloop.run(serve(cfg))
 
 
 @app.command("policies")

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -27,6 +27,7 @@ from flotilla.router.errors import ApiError
 from flotilla.router.features import extract
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import RequestFeatures
+from flotilla.router.prediction import LengthPredictor
 
 log = logging.getLogger("flotilla.router.request")
 
@@ -97,6 +98,7 @@ class RequestPath:
         admission: Admission,
         client: httpx.AsyncClient,
         metrics: RouterMetrics,
+        predictor: LengthPredictor,
         *,
         max_attempts: int,
         request_timeout_s: float,
@@ -108,6 +110,7 @@ class RequestPath:
         self._admission = admission
         self._client = client
         self._metrics = metrics
+        self._predictor = predictor
         self._max_attempts = max_attempts
         self._timeout = request_timeout_s
         self._max_body = max_body_bytes
@@ -121,7 +124,9 @@ class RequestPath:
         try:
             raw = await read_body(request, self._max_body)
             body, call.model = parse_body(raw)
-            call.features = extract(kind, body, call.model, block_chars=self._block_chars)
+            features = extract(kind, body, call.model, block_chars=self._block_chars)
+            predicted = await self._predictor.predict(features)
+            call.features = replace(features, predicted_output_tokens=predicted)
             stream = body.get("stream") is True
             headers = {"content-type": "application/json", "x-request-id": rid}
             for h in _FORWARDED_HEADERS:

@@ -1,12 +1,12 @@
 """Measure engine step times of a Llama-3.1-8B-shaped decoder on one GPU (runs ON the GPU machine).
 
-    python3 benchmarks/gpu_calibration/calibrate.py --out $OUT            # full run, ~5 min on an H100
+    python3 benchmarks/gpu_calibration/calibrate.py --out $OUT            # full run, ~2.5 min on an H100
     python3 benchmarks/gpu_calibration/calibrate.py --out $OUT --dry-run  # 2 layers, a few points
 
 Writes steps.csv (one row per step shape and mode) and meta.json (machine, the two ceilings, the
 memory profile that sizes vLLM's KV cache, correctness checks). fit.py turns them into a profile.
 Every step is timed replayed from a CUDA graph, which leaves out the Python launch overhead of this
-unfused eager model (vLLM replays graphs up to 512 tokens and runs larger steps through compiled,
+eager model (vLLM replays graphs up to 512 tokens and runs larger steps through compiled,
 fused code whose launch cost hides behind the GPU work). Steps of at most 512 tokens are also timed
 eagerly, to show what the graphs save.
 """

@@ -166,7 +166,9 @@ class EngineSpec(ApiModel):
                     ".maxNumBatchedTokens",
                 ),
                 _cel(
-                    "self.extraArgs.all(a, !(a.split('=')[0] in " + _cel_list(RESERVED_ENGINE_FLAGS) + "))",
+                    "!has(self.extraArgs) || self.extraArgs.all(a, !(a.split('=')[0] in "
+                    + _cel_list(RESERVED_ENGINE_FLAGS)
+                    + "))",
                     "extraArgs must not set flags the operator derives from typed fields ("
                     + ", ".join(RESERVED_ENGINE_FLAGS)
                     + "); use the typed field",
@@ -282,7 +284,9 @@ class RolloutSpec(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(
-                    "!((self.maxSurge == 0 || self.maxSurge == '0%')"
+                    # has(): the server checks the default {} against the rules before filling it in.
+                    "!has(self.maxSurge) || !has(self.maxUnavailable)"
+                    " || !((self.maxSurge == 0 || self.maxSurge == '0%')"
                     " && (self.maxUnavailable == 0 || self.maxUnavailable == '0%'))",
                     "maxSurge and maxUnavailable cannot both be zero",
                     ".maxUnavailable",
@@ -379,9 +383,13 @@ class InferenceFleetSpec(ApiModel):
     """Extra tolerations of the fleet's pods."""
     node_selector: dict[str, Annotated[str, StringConstraints(max_length=63)]] = {}
     """Extra node labels the fleet's pods require."""
-    pod_labels: Annotated[dict[str, Annotated[str, StringConstraints(max_length=63)]], Field(max_length=64)] = {}
+    pod_labels: Annotated[
+        dict[str, Annotated[str, StringConstraints(max_length=63)]], Field(max_length=64)
+    ] = {}
     """Extra labels of the fleet's pods (keys under flotilla.dev/ are reserved); updated in place."""
-    pod_annotations: Annotated[dict[str, Annotated[str, StringConstraints(max_length=4096)]], Field(max_length=64)] = {}
+    pod_annotations: Annotated[
+        dict[str, Annotated[str, StringConstraints(max_length=4096)]], Field(max_length=64)
+    ] = {}
     """Extra annotations of the fleet's pods (keys under flotilla.dev/ are reserved); updated in place."""
 
     @model_validator(mode="after")

@@ -131,13 +131,19 @@ def _object(node: Schema, defs: dict[str, Schema], path: str) -> Schema:
 
 
 def _int_or_string(node: Schema, variants: list[Schema], path: str) -> Schema:
-    # The one anyOf a structural schema allows: x-kubernetes-int-or-string with typed branches that
-    # carry only value validations (the type itself lives in the extension).
-    branches = [{k: v for k, v in sorted(var.items()) if k not in {"type", "title"}} for var in variants]
-    out: Schema = {k: v for k, v in node.items() if k not in {"type"}}
+    # The one anyOf a structural schema allows is exactly [{type: integer}, {type: string}] beside
+    # x-kubernetes-int-or-string; the branches' value validations move up (pattern and length apply
+    # to strings only, minimum and maximum to numbers only, so they do not clash).
+    out: Schema = {k: v for k, v in node.items() if k != "type"}
+    for variant in variants:
+        for key, value in variant.items():
+            if key in {"type", "title"}:
+                continue
+            if key in out and out[key] != value:
+                raise NotStructuralError(f"{path}: int-or-string branches disagree on {key}")
+            out[key] = value
     out["x-kubernetes-int-or-string"] = True
-    if any(branches):
-        out["anyOf"] = [{"type": v["type"], **b} for v, b in zip(variants, branches, strict=True)]
+    out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
     return _check_keys(out, path, {"anyOf"})
 
 

@@ -65,7 +65,12 @@ async def serve(host: str, port: int, settings: EngineSimSettings) -> None:
 def main(argv: list[str] | None = None) -> None:
     host, port, settings = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(host, port, settings))
+    try:
+        import uvloop
+    except ImportError:  # optional: the plain asyncio loop works, only slower
+        asyncio.run(serve(host, port, settings))
+    else:
+        uvloop.run(serve(host, port, settings))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def up(
     """Start etcd, kube-apiserver, controller-manager, scheduler and KWOK with fake GPU nodes."""
     from flotilla.localcluster.binaries import BinariesMissing, ensure_binaries
     from flotilla.localcluster.controlplane import ClusterConfig, LocalCluster
-    from flotilla.localcluster.session import alive_processes, read_state, wait_for_interrupt
+    from flotilla.localcluster.session import alive_processes, interrupt_guard, read_state, unless_interrupted
 
     directory = _run_dir(name, run_dir)
     if (state := read_state(directory)) and alive_processes(state):
@@ -47,18 +47,24 @@ def up(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
     config = ClusterConfig(
-        name=name, gpu_nodes=nodes, gpus_per_node=gpus, gpu_product=gpu_product, scheduler=scheduler
+        name=name,
+        gpu_nodes=nodes,
+        gpus_per_node=gpus,
+        gpu_product=gpu_product,
+        scheduler=scheduler,
+        detached=not foreground,
     )
     cluster = LocalCluster(config, directory, binaries)
 
     async def main() -> None:
-        await cluster.start()
-        typer.echo(_how_to_reach(cluster.kubeconfig, binaries.kubectl))
-        if foreground:
-            typer.echo("Ctrl-C stops the cluster.")
-            try:
-                await wait_for_interrupt()
-            finally:
+        async with interrupt_guard() as interrupted:
+            if not await unless_interrupted(cluster.start(), interrupted):
+                await cluster.stop(remove_run_dir=True)
+                return
+            typer.echo(_how_to_reach(cluster.kubeconfig, binaries.kubectl))
+            if foreground:
+                typer.echo("Ctrl-C stops the cluster.")
+                await interrupted.wait()
                 await cluster.stop(remove_run_dir=True)
 
     asyncio.run(main())

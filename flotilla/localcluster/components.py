@@ -99,6 +99,15 @@ def apiserver_argv(layout: Layout) -> list[str]:
         f"--service-account-signing-key-file={pki / 'sa.key'}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--authorization-mode=RBAC",
+        # The aggregation layer's front proxy (kubeadm's set-up): without it every component's
+        # delegated authentication logs a missing request-header CA bundle.
+        f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
         "--allow-privileged=true",
         # The `kubernetes` Service would point at 127.0.0.1, which Endpoints validation rejects.
         "--endpoint-reconciler-type=none",

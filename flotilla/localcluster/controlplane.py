@@ -49,6 +49,9 @@ class ClusterConfig(BaseModel):
     node_monitor_grace_period_s: int = Field(default=40, ge=5)
     node_lease_duration_s: int = Field(default=40, ge=5)
     start_timeout_s: float = Field(default=90.0, gt=0)
+    # Whether the processes outlive this Python process (`flotilla cluster up`); otherwise they
+    # are killed when it dies, however it dies.
+    detached: bool = False
 
 
 IDENTITIES = {
@@ -191,7 +194,12 @@ class LocalCluster:
 
     # --- internals -------------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
-        process = ManagedProcess(name=name, argv=argv, log_path=self.layout.logs / f"{name}.log")
+        process = ManagedProcess(
+            name=name,
+            argv=argv,
+            log_path=self.layout.logs / f"{name}.log",
+            die_with_parent=not self.config.detached,
+        )
         process.start()
         self.processes[name] = process
         return process
@@ -204,6 +212,8 @@ class LocalCluster:
         authority = pki.ClusterPKI(self.layout.pki)
         authority.serving("apiserver", [components.HOST, "localhost", "kubernetes", "10.96.0.1"])
         authority.service_account_keys()
+        front_proxy = pki.ClusterPKI(self.layout.pki, ca_stem="front-proxy-ca", ca_name="front-proxy-ca")
+        front_proxy.client(pki.FRONT_PROXY_CLIENT)
         (self.run_dir / "kubeconfigs").mkdir(parents=True, exist_ok=True)
         for component, identity in IDENTITIES.items():
             pair = authority.client(identity)

@@ -21,7 +21,13 @@ from flotilla.localcluster.binaries import BinariesMissing, ensure_binaries
 from flotilla.localcluster.controlplane import ClusterConfig, LocalCluster
 from flotilla.localcluster.kubectl import Kubectl
 from flotilla.localcluster.process import ProcessFailed
-from flotilla.localcluster.session import alive_processes, default_run_dir, read_state, wait_for_interrupt
+from flotilla.localcluster.session import (
+    alive_processes,
+    default_run_dir,
+    interrupt_guard,
+    read_state,
+    unless_interrupted,
+)
 
 DEMO_NAME = "flotilla-demo"
 
@@ -74,18 +80,23 @@ async def demo(config: ClusterConfig, steps: Sequence[DemoStep] = DEFAULT_STEPS)
     binaries = ensure_binaries(build=False)
     cluster = LocalCluster(config, run_dir, binaries)
     kubectl = Kubectl(binaries.kubectl, cluster.kubeconfig)
-    async with contextlib.AsyncExitStack() as cleanup:
+    async with interrupt_guard() as interrupted, contextlib.AsyncExitStack() as cleanup:
         ctx = DemoContext(cluster=cluster, kubectl=kubectl, cleanup=cleanup, say=typer.echo)
         typer.echo(f"Starting the local control plane in {run_dir} ...")
-        await cluster.start()
-        # Remove the run dir only after a clean run: on failure its logs say what went wrong.
+        # Registered before start: stop() ends whatever a cancelled or failed start left running.
         cleanup.push_async_callback(cluster.stop)
-        for step in steps:
-            await step(ctx)
-        typer.echo("\nPress Ctrl-C to stop the demo and remove everything it started.")
-        await wait_for_interrupt()
+        if await unless_interrupted(_start_and_run(ctx, steps), interrupted):
+            typer.echo("\nPress Ctrl-C to stop the demo and remove everything it started.")
+            await interrupted.wait()
         typer.echo("Stopping ...")
+    # Remove the run dir only after a clean run: on failure its logs say what went wrong.
     await asyncio.to_thread(shutil.rmtree, run_dir, True)
+
+
+async def _start_and_run(ctx: DemoContext, steps: Sequence[DemoStep]) -> None:
+    await ctx.cluster.start()
+    for step in steps:
+        await step(ctx)
 
 
 def run_demo() -> None:

@@ -42,6 +42,7 @@ class ClientIdentity:
 ADMIN = ClientIdentity("admin", "kubernetes-admin", ("system:masters",))
 CONTROLLER_MANAGER = ClientIdentity("controller-manager", "system:kube-controller-manager")
 SCHEDULER = ClientIdentity("scheduler", "system:kube-scheduler")
+FRONT_PROXY_CLIENT = ClientIdentity("front-proxy-client", "front-proxy-client")
 # KWOK plays every kubelet and writes status of any node and pod: it runs as an admin.
 KWOK = ClientIdentity("kwok", "kwok-controller", ("system:masters",))
 
@@ -68,16 +69,20 @@ def _now() -> dt.datetime:
 
 
 class ClusterPKI:
-    """Creates the CA, the serving and client certificates and the service-account key pair."""
+    """A CA (files `<ca_stem>.crt/.key`) and the certificates it signs, plus service-account keys.
 
-    def __init__(self, directory: Path) -> None:
+    The cluster has two: the main CA, and the front-proxy CA whose client certificate the API
+    server presents to aggregated API servers (as kubeadm sets it up).
+    """
+
+    def __init__(self, directory: Path, ca_stem: str = "ca", ca_name: str = "flotilla-local-ca") -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self._ca_key = ec.generate_private_key(ec.SECP256R1())
         self._ca_cert = (
             x509.CertificateBuilder()
-            .subject_name(_name("flotilla-local-ca"))
-            .issuer_name(_name("flotilla-local-ca"))
+            .subject_name(_name(ca_name))
+            .issuer_name(_name(ca_name))
             .public_key(self._ca_key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(_now())
@@ -99,7 +104,7 @@ class ClusterPKI:
             )
             .sign(self._ca_key, hashes.SHA256())
         )
-        self.ca = CertPair(directory / "ca.crt", directory / "ca.key")
+        self.ca = CertPair(directory / f"{ca_stem}.crt", directory / f"{ca_stem}.key")
         self.ca.cert.write_bytes(self._ca_cert.public_bytes(serialization.Encoding.PEM))
         _write_key(self.ca.key, self._ca_key)
 

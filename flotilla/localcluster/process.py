@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -20,6 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TAIL_LINES = 40
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the parent dies (Linux prctl), so that a
+    test run killed from outside leaves no control plane behind on a shared machine."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def tail(path: Path, lines: int = TAIL_LINES) -> str:
@@ -83,6 +92,8 @@ class ManagedProcess:
     log_path: Path
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
+    # False only for `flotilla cluster up`, whose processes must outlive the command.
+    die_with_parent: bool = True
     popen: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     start_time: int | None = field(default=None, init=False)
 
@@ -99,6 +110,7 @@ class ManagedProcess:
                 env=dict(self.env) if self.env is not None else None,
                 cwd=self.cwd,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
             )
         self.start_time = process_start_time(self.popen.pid)
 

@@ -8,9 +8,11 @@ their own sessions); `state.json` in the run dir records their pids and start ti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +56,34 @@ def terminate_state(state: dict[str, Any], grace_s: float = 10.0) -> list[str]:
     return names
 
 
-async def wait_for_interrupt() -> None:
-    """Return on SIGINT or SIGTERM (Ctrl-C), with the default handlers restored afterwards."""
+@contextlib.asynccontextmanager
+async def interrupt_guard() -> AsyncIterator[asyncio.Event]:
+    """An event set by SIGINT/SIGTERM for as long as the block runs, clean-up included: a second
+    Ctrl-C (or `timeout`, which signals twice) must not abort the clean-up half-way."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    interrupted = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, interrupted.set)
     try:
-        await stop.wait()
+        yield interrupted
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+async def unless_interrupted(work: Awaitable[object], interrupted: asyncio.Event) -> bool:
+    """Run `work` to completion (True; its errors propagate), or cancel it when `interrupted` is
+    set first (False)."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.create_task(interrupted.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False

@@ -10,6 +10,12 @@ some prefill chunks and some decodes together, as vLLM's chunked prefill does:
         + prefill_attn_s   * prefill_attention_pairs   (sum over chunks of chunk_len * context_len)
         + decode_seq_s     * decode_seqs               (per-sequence overhead of a decode)
         + kv_token_s       * kv_tokens_read            (attention reads the decodes' KV cache)
+        + compute_token_s  * max(0, prefill_tokens + decode_seqs - compute_knee_tokens)
+
+The last term is the matrix products turning compute-bound: below `compute_knee_tokens` tokens a
+step's cost is reading the weights once (inside base_s), above it every further token costs its
+FLOPs. A linear model cannot bend there, and misses small prefill chunks by up to 22% on an H100
+(benchmarks/gpu_calibration/README.md); both fields default to 0, which switches the term off.
 
 Profiles ship as JSON files in `flotilla/profiles/data/`; each says where its numbers came from.
 """
@@ -32,6 +38,8 @@ class StepCoefficients(BaseModel):
     prefill_attn_s: float = Field(default=0.0, ge=0)
     decode_seq_s: float = Field(ge=0)
     kv_token_s: float = Field(default=0.0, ge=0)
+    compute_token_s: float = Field(default=0.0, ge=0)
+    compute_knee_tokens: int = Field(default=0, ge=0)
 
 
 class EngineLimits(BaseModel):
@@ -76,6 +84,7 @@ class StepTimeProfile(BaseModel):
             + c.prefill_attn_s * prefill_attention_pairs
             + c.decode_seq_s * decode_seqs
             + c.kv_token_s * kv_tokens_read
+            + c.compute_token_s * max(0, prefill_tokens + decode_seqs - c.compute_knee_tokens)
         )
 
 

@@ -10,7 +10,7 @@ nodes), spread, two GPU products with node selectors and a tainted pool.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from flotilla.placement.kubedefault import schedule_default
 from flotilla.placement.snapshot import (
@@ -116,22 +116,6 @@ def generate(spec: ScenarioSpec) -> Snapshot:
     first = Snapshot(nodes=tuple(nodes), pending=tuple(arrivals[:cut]))
     placed = schedule_default(first, seed=spec.seed) if cut else None
     where = {b.pod: b.node for b in placed.bindings} if placed else {}
-    bound = tuple(_bind(p, where[p.name]) for p in arrivals[:cut] if p.name in where)
+    bound = tuple(replace(p, node=where[p.name]) for p in arrivals[:cut] if p.name in where)
     pending = tuple(p for p in arrivals[:cut] if p.name not in where) + tuple(arrivals[cut:])
     return Snapshot(nodes=tuple(nodes), bound=bound, pending=pending)
-
-
-def _bind(pod: Pod, node: str) -> Pod:
-    return Pod(
-        name=pod.name,
-        requests=pod.requests,
-        tier=pod.tier,
-        fleet=pod.fleet,
-        node=node,
-        managed=pod.managed,
-        gang=pod.gang,
-        gang_size=pod.gang_size,
-        tolerations=pod.tolerations,
-        node_selector=pod.node_selector,
-        spread=pod.spread,
-    )

@@ -117,7 +117,7 @@ class KubeDiscovery:
             await config.load_kube_config(config_file=self._config.kubeconfig)
         else:
             try:
-                config.load_incluster_config()
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
             except config.ConfigException:
                 await config.load_kube_config()
         return client.ApiClient()

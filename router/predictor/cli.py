@@ -86,7 +86,7 @@ def evaluate(
     from flotilla.router.predictor import data
     from flotilla.router.predictor.evaluate import baseline_rows, evaluate_predictor, measure_latency
     from flotilla.router.predictor.predictor import LearnedPredictor
-    from flotilla.router.predictor.report import render
+    from flotilla.router.predictor.report import plot, render
 
     results: dict[str, object] = {}
     for ref in artifact or DEFAULT_MODELS:
@@ -108,6 +108,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "RESULTS.md").write_text(render(results, sweep_results))
+    plot(results, out / "tau_by_source.png")
     typer.echo(f"wrote {out / 'RESULTS.md'}")
 
 
@@ -138,4 +139,4 @@ def refit(
         path.write_text(outcome.head.model_dump_json(indent=1) + "\n")
         typer.echo(f"accepted: wrote {path}")
     else:
-        raise typer.Exit(1)
+        raise typer.Exit(3)

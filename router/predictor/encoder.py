@@ -7,6 +7,7 @@ per token), so the serving wrapper batches mainly to amortise Python overhead an
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -16,7 +17,7 @@ from flotilla.router.predictor.weights import dequantize_rows
 
 HIDDEN = 384
 N_HEADS = 12
-_SQRT_2_OVER_PI = float(np.sqrt(2.0 / np.pi))
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -27,7 +28,7 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _gelu_tanh(x: np.ndarray) -> np.ndarray:
-    out: np.ndarray = 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x**3)))
+    out: np.ndarray = 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))))
     return out
 
 
@@ -44,14 +45,16 @@ class _Layer:
         self.ln2 = (w[f"l{i}.ln2_w"], w[f"l{i}.ln2_b"])
 
     def __call__(self, x: np.ndarray, bias: np.ndarray) -> np.ndarray:
-        b, t, _ = x.shape
+        # x is (batch * tokens, HIDDEN): the dense products run as one large GEMM each.
+        b = bias.shape[0]
+        t = x.shape[0] // b
         d = HIDDEN // N_HEADS
         qkv = (x @ self.qkv + self.qkv_b).reshape(b, t, 3, N_HEADS, d).transpose(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        att = q @ k.transpose(0, 1, 3, 2) / np.sqrt(d) + bias
+        att = (q * (1.0 / math.sqrt(d))) @ k.transpose(0, 1, 3, 2) + bias
         att = np.exp(att - att.max(-1, keepdims=True))
         att /= att.sum(-1, keepdims=True)
-        ctx = (att @ v).transpose(0, 2, 1, 3).reshape(b, t, HIDDEN)
+        ctx = (att @ v).transpose(0, 2, 1, 3).reshape(b * t, HIDDEN)
         x = _layer_norm(x + ctx @ self.ao + self.ao_b, *self.ln1)
         h = _gelu_tanh(x @ self.fi + self.fi_b)
         return _layer_norm(x + h @ self.fo + self.fo_b, *self.ln2)
@@ -78,9 +81,10 @@ class NumpyEncoder:
         ids, mask = text.pad_batch(seqs)
         if ids.shape[1] > self.max_len:
             raise ValueError(f"sequence of {ids.shape[1]} ids is longer than the encoder's {self.max_len}")
-        x = _layer_norm(self.word[self.vocab(ids)] + self.pos[: ids.shape[1]], *self.ln)
+        b, t = ids.shape
+        x = _layer_norm(self.word[self.vocab(ids)] + self.pos[:t], *self.ln).reshape(b * t, HIDDEN)
         bias = ((1.0 - mask) * -1e4)[:, None, None, :].astype(np.float32)
         for layer in self.layers:
             x = layer(x, bias)
-        pooled: np.ndarray = (x * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+        pooled: np.ndarray = (x.reshape(b, t, HIDDEN) * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
         return pooled.astype(np.float32)

@@ -72,7 +72,15 @@ def measure_latency(
 ) -> dict[str, float]:
     """CPU time per request (process CPU time, all threads: what this request costs the router, unaffected by
     other processes on this shared machine) and wall time, unbatched and in batches of `batch`."""
-    feats = features_of(records[:n])
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return _measure(predictor, features_of(records[:n]), batch)
+    with threadpool_limits(limits=1, user_api="blas"):  # as BatchingPredictor runs it
+        return _measure(predictor, features_of(records[:n]), batch)
+
+
+def _measure(predictor: LearnedPredictor, feats: list[RequestFeatures], batch: int) -> dict[str, float]:
     predictor.predict(feats[:batch])  # warm-up: first BLAS calls, allocator
     one_cpu, one_wall = [], []
     for f in feats:

@@ -36,6 +36,8 @@ class FinetuneConfig(BaseModel):
     keep: int = 48
     train_encoder: bool = True
     embed_rank: int | None = None
+    # Keep only the most important feed-forward units (2/3 of a layer's FLOPs are its FFN).
+    ffn_keep: int | None = None
     epochs: int = 12
     batch: int = 32
     lr_encoder: float = 1e-4
@@ -47,7 +49,16 @@ class FinetuneConfig(BaseModel):
     def name(self) -> str:
         frozen = "" if self.train_encoder else "-frozen"
         rank = f"-r{self.embed_rank}" if self.embed_rank else ""
-        return f"{self.head}-L{self.layers}-T{self.keep}{rank}{frozen}"
+        ffn = f"-F{self.ffn_keep}" if self.ffn_keep else ""
+        lr = "" if self.lr_encoder == 1e-4 else f"-lr{self.lr_encoder:g}"
+        ep = "" if self.epochs == 12 else f"-e{self.epochs}"
+        return f"{self.head}-L{self.layers}-T{self.keep}{ffn}{rank}{lr}{ep}{frozen}"
+
+    @property
+    def cost(self) -> float:
+        """Per-request encoder FLOPs relative to one full MiniLM layer over one token."""
+        ffn = self.ffn_keep or 1536
+        return self.layers * (self.keep + 2) * (4 * 384 + 2 * ffn) / (4 * 384 + 2 * 1536)
 
 
 def _torch() -> Any:
@@ -93,8 +104,14 @@ def build_model(base: dict[str, np.ndarray], kept: np.ndarray, cfg: FinetuneConf
             self.qkv = nn.Linear(hidden, 3 * hidden)
             self.ao = nn.Linear(hidden, hidden)
             self.ln1 = nn.LayerNorm(hidden, eps=1e-12)
-            self.fi = nn.Linear(hidden, 4 * hidden)
-            self.fo = nn.Linear(4 * hidden, hidden)
+            fi_w, fi_b = base[p + "intermediate.dense.weight"], base[p + "intermediate.dense.bias"]
+            fo_w = base[p + "output.dense.weight"]
+            units = np.arange(fi_w.shape[0])
+            if cfg.ffn_keep:
+                importance = np.linalg.norm(fi_w, axis=1) * np.linalg.norm(fo_w, axis=0)
+                units = np.sort(np.argsort(-importance)[: cfg.ffn_keep])
+            self.fi = nn.Linear(hidden, len(units))
+            self.fo = nn.Linear(len(units), hidden)
             self.ln2 = nn.LayerNorm(hidden, eps=1e-12)
             s = p + "attention.self."
             with torch.no_grad():
@@ -111,12 +128,14 @@ def build_model(base: dict[str, np.ndarray], kept: np.ndarray, cfg: FinetuneConf
                 for mod, name in (
                     (self.ao, "attention.output.dense"),
                     (self.ln1, "attention.output.LayerNorm"),
-                    (self.fi, "intermediate.dense"),
-                    (self.fo, "output.dense"),
                     (self.ln2, "output.LayerNorm"),
                 ):
                     mod.weight.copy_(torch.from_numpy(base[p + name + ".weight"]))
                     mod.bias.copy_(torch.from_numpy(base[p + name + ".bias"]))
+                self.fi.weight.copy_(torch.from_numpy(np.ascontiguousarray(fi_w[units])))
+                self.fi.bias.copy_(torch.from_numpy(np.ascontiguousarray(fi_b[units])))
+                self.fo.weight.copy_(torch.from_numpy(np.ascontiguousarray(fo_w[:, units])))
+                self.fo.bias.copy_(torch.from_numpy(base[p + "output.dense.bias"]))
             self.drop = nn.Dropout(cfg.dropout)
 
         def forward(self, x: Any, bias: Any) -> Any:

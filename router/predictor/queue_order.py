@@ -1,7 +1,10 @@
 """Shortest-predicted-first ordering of waiting requests, with aging so that nothing starves.
 
-Pure: the caller passes `now` (a monotonic clock reading) to every call, so tests and simulations
-control time. Two mechanisms, as in Fu et al. 2024's starvation guard but in seconds, not steps:
+It has the shape of the router's `WaitQueue` plug-in (push/remove/peek/pop with `now` passed in,
+never read, so tests and the fleet simulator control time); the score of an item comes from a
+function given at construction, e.g. the predicted output tokens of a waiting request.
+
+Two mechanisms, as in Fu et al. 2024's starvation guard but in seconds, not scheduler steps:
 
 - aging: a request's key is `score + aging_per_s * arrival`, i.e. its score minus what it has waited
   (times the rate) compared against later arrivals: the longer it waits, the earlier it comes;
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -26,7 +29,9 @@ K = TypeVar("K", bound=Hashable)
 class QueueOrderParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    aging_per_s: float = Field(0.5, ge=0.0, description="score units forgiven per second waited")
+    aging_per_s: float = Field(
+        20.0, ge=0.0, description="score units (e.g. tokens) forgiven per second waited"
+    )
     starvation_s: float = Field(10.0, gt=0.0, description="wait after which a request goes first")
 
 
@@ -38,9 +43,13 @@ class _Entry(Generic[K]):
 
 
 class ShortestPredictedFirst(Generic[K]):
-    """A priority queue of request ids. `score` is the predictor's (larger = longer output)."""
+    """A priority queue of waiting requests; `score_of(item)` is larger for longer predicted output.
 
-    def __init__(self, params: QueueOrderParams | None = None) -> None:
+    The score is read once, at push: a request's prediction does not change while it waits.
+    """
+
+    def __init__(self, score_of: Callable[[K], float], params: QueueOrderParams | None = None) -> None:
+        self.score_of = score_of
         self.params = params or QueueOrderParams()
         self._heap: list[_Entry[K]] = []
         # item -> (arrival time, sequence number of its live heap entry); insertion = arrival order.
@@ -53,16 +62,18 @@ class ShortestPredictedFirst(Generic[K]):
     def __contains__(self, item: object) -> bool:
         return item in self._live
 
-    def push(self, item: K, score: float, now: float) -> None:
+    def push(self, item: K, now: float) -> None:
         if item in self._live:
             raise KeyError(f"{item!r} is already queued")
+        score = self.score_of(item)
         self._seq += 1
         self._live[item] = (now, self._seq)
         heapq.heappush(self._heap, _Entry(score + self.params.aging_per_s * now, self._seq, item))
 
     def remove(self, item: K) -> None:
-        """Drop a request (cancelled, timed out); its heap entry is skipped lazily."""
-        del self._live[item]
+        """Drop a request (cancelled, timed out; absent is fine); its heap entry is skipped lazily."""
+        if self._live.pop(item, None) is None:
+            return
         if len(self._heap) > 2 * len(self._live) + 64:
             self._heap = [e for e in self._heap if self._live.get(e.item, (0.0, -1))[1] == e.seq]
             heapq.heapify(self._heap)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 SOURCES = ["Alpaca", "Apps", "BigCodeBench", "DS1000", "DollyDataset", "Mbpp", "ShareGPT"]
@@ -73,3 +74,36 @@ def render(results: Mapping[str, Any], sweep: Mapping[str, Any]) -> str:
                 )
         lines.append("")
     return "\n".join(lines)
+
+
+def plot(results: Mapping[str, Any], path: Path) -> None:
+    """Per-source tau of the shipped predictors against the ceiling and the length heuristic."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    for ax, (ref, r) in zip(axes[0], results.items(), strict=True):
+        cols = ["all", *[s for s in SOURCES if s in r["baselines"]["ceiling"]]]
+        series = {
+            "noise ceiling": r["baselines"]["ceiling"],
+            "shipped predictor": r["predictor"]["tau_sample"],
+            "prompt length": r["baselines"]["prompt-length"],
+        }
+        width = 0.8 / len(series)
+        for i, (label, taus) in enumerate(series.items()):
+            ax.bar(
+                [c + i * width for c in range(len(cols))],
+                [taus.get(c, 0.0) for c in cols],
+                width,
+                label=label,
+            )
+        ax.set_xticks([c + width for c in range(len(cols))], cols, rotation=30, ha="right")
+        ax.set_title(f"{r['model']} ({ref})")
+        ax.set_ylabel("Kendall tau, batches of 32")
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -41,9 +41,8 @@ def _walk(node: dict[str, Any], path: str = "") -> list[str]:
     if "anyOf" in node:
         if not int_or_string:
             errors.append(f"{path}: anyOf outside int-or-string")
-        for branch in node["anyOf"]:
-            if branch.get("type") not in {"integer", "string"} or {"default", "description"} & set(branch):
-                errors.append(f"{path}: bad int-or-string branch {branch}")
+        if node["anyOf"] != [{"type": "integer"}, {"type": "string"}]:
+            errors.append(f"{path}: int-or-string anyOf must be exactly integer|string")
     if "properties" in node and "additionalProperties" in node:
         errors.append(f"{path}: properties with additionalProperties")
     if node.get("default", 0) is None:

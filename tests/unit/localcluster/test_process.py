@@ -1,4 +1,5 @@
 import asyncio
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -90,3 +91,32 @@ async def test_state_termination_checks_pid_identity(tmp_path: Path) -> None:
     assert terminate_state(state, grace_s=2) == ["etcd"]
     await process.stop()
     assert alive_processes(state) == {}
+
+
+def test_children_die_with_their_parent_unless_detached(tmp_path: Path) -> None:
+    parent_code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from flotilla.localcluster.process import ManagedProcess\n"
+        "tmp = Path(sys.argv[1])\n"
+        "for name, dies in (('attached', True), ('detached', False)):\n"
+        "    p = ManagedProcess(name, [sys.executable, '-c', 'import time; time.sleep(60)'], tmp / name,\n"
+        "                       die_with_parent=dies)\n"
+        "    p.start()\n"
+        "    print(p.pid, p.start_time, flush=True)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", parent_code, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    (attached, attached_start), (detached, detached_start) = [
+        map(int, line.split()) for line in out.stdout.splitlines()
+    ]
+    try:
+        for _ in range(250):
+            if not pid_alive(attached, attached_start):
+                break
+            time.sleep(0.02)
+        assert not pid_alive(attached, attached_start)
+        assert pid_alive(detached, detached_start)
+    finally:
+        terminate_pid(detached, detached_start, grace_s=1)

@@ -21,12 +21,18 @@ NOW = 1000.0
 def pod(index: int, rev: str = "new", ready: bool = True, **kw: Any) -> ObservedPod:
     fields: dict[str, Any] = {"phase": "Running" if ready else "Pending", "node": "n1", "created": 1.0}
     fields.update(kw)
-    return ObservedPod(name=f"p{index}-{rev}-{kw.get('suffix', '')}", index=index, revision=rev, ready=ready, **{
-        k: v for k, v in fields.items() if k != "suffix"
-    })
+    return ObservedPod(
+        name=f"p{index}-{rev}-{kw.get('suffix', '')}",
+        index=index,
+        revision=rev,
+        ready=ready,
+        **{k: v for k, v in fields.items() if k != "suffix"},
+    )
 
 
-def snap(pods: list[ObservedPod], replicas: int = 3, surge: int | str = 1, unavailable: int | str = 0, **kw: Any) -> FleetSnapshot:
+def snap(
+    pods: list[ObservedPod], replicas: int = 3, surge: int | str = 1, unavailable: int | str = 0, **kw: Any
+) -> FleetSnapshot:
     args: dict[str, Any] = {"nodes": {"n1": NodeState("n1", True), "n2": NodeState("n2", True)}}
     args.update(kw)
     return FleetSnapshot(
@@ -178,7 +184,9 @@ def _simulate(replicas: int, start: int, surge: int, unavailable: int) -> list[t
     unavailable=st.integers(0, 3),
 )
 def test_rolling_update_respects_bounds_and_converges(replicas: int, surge: int, unavailable: int) -> None:
-    surge_n, unavailable_n = rollout_bounds(RolloutSpec(max_surge=surge, max_unavailable=unavailable), replicas)
+    surge_n, unavailable_n = rollout_bounds(
+        RolloutSpec(max_surge=surge, max_unavailable=unavailable), replicas
+    )
     for ready, total in _simulate(replicas, replicas, surge, unavailable):
         assert total <= replicas + surge_n
         assert ready >= replicas - unavailable_n

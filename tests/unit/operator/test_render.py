@@ -73,7 +73,9 @@ def test_engine_container_from_typed_fields() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 1800
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}} in container["env"]
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}} in container[
+        "env"
+    ]
     podspec = pod["spec"]
     assert podspec["schedulerName"] == "flotilla"
     assert podspec["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}

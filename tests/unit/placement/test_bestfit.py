@@ -9,7 +9,7 @@ from flotilla.placement.snapshot import Snapshot
 
 
 def test_best_fit_keeps_whole_nodes_free_for_tp8() -> None:
-    pods = tuple(tp_pod(f"small-{i}", 1, fleet="small") for i in range(8)) + (tp_pod("big", 8),)
+    pods = (*tuple(tp_pod(f"small-{i}", 1, fleet="small") for i in range(8)), tp_pod("big", 8))
     snap = Snapshot(nodes=(gpu_node("a"), gpu_node("b")), pending=pods)
     plan = schedule_best_fit(snap)
     assert plan.unplaced == ()

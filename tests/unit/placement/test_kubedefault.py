@@ -28,13 +28,15 @@ def test_least_allocated_prefers_the_emptier_node() -> None:
     s = scores(state, tp_pod("new", 1), np.array([0, 1]))
     assert s[1] > s[0]
     # b after placing: cpu 12000/128000 and mem 100000/1048576 requested
-    least_b = (np.floor((128_000 - 12_000) * 100 / 128_000) + np.floor((1_048_576 - 100_000) * 100 / 1_048_576)) // 2
+    least_b = (
+        np.floor((128_000 - 12_000) * 100 / 128_000) + np.floor((1_048_576 - 100_000) * 100 / 1_048_576)
+    ) // 2
     balanced_b = np.floor((1 - abs(12_000 / 128_000 - 100_000 / 1_048_576) / 2) * 100)
     assert s[1] == least_b + balanced_b
 
 
 def test_default_spreads_small_pods_and_strands_gpus_for_tp8() -> None:
-    pods = tuple(tp_pod(f"small-{i}", 1, fleet="small") for i in range(8)) + (tp_pod("big", 8),)
+    pods = (*tuple(tp_pod(f"small-{i}", 1, fleet="small") for i in range(8)), tp_pod("big", 8))
     snap = Snapshot(nodes=(gpu_node("a"), gpu_node("b")), pending=pods)
     plan = schedule_default(snap)
     assert "big" in plan.unplaced

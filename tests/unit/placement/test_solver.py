@@ -28,7 +28,7 @@ def test_gpu_levels_need_a_divisibility_chain() -> None:
 
 @pytest.mark.parametrize("approach", ["classes", "direct"])
 def test_places_the_tp8_that_default_scheduling_strands(approach: str) -> None:
-    pods = tuple(tp_pod(f"small-{i}", 1, fleet="small") for i in range(8)) + (tp_pod("big", 8),)
+    pods = (*tuple(tp_pod(f"small-{i}", 1, fleet="small") for i in range(8)), tp_pod("big", 8))
     snap = Snapshot(nodes=(gpu_node("a"), gpu_node("b")), pending=pods)
     default = evaluate(snap, schedule_default(snap))
     plan = solve(snap, 2.0, approach=approach)  # type: ignore[arg-type]
@@ -121,7 +121,9 @@ def test_greedy_hint_is_feasible_in_the_count_model() -> None:
         snap = generate(ScenarioSpec("t", 24, 3, 1.0, 0.5, seed, constraints=True))
         red = reduce_snapshot(snap, allow_moves=True)
         cm = build_model(red)
-        variables = {v.name: v for v in [*cm.x.values(), *cm.y.values(), *cm.units.values(), *cm.moved.values()]}
+        variables = {
+            v.name: v for v in [*cm.x.values(), *cm.y.values(), *cm.units.values(), *cm.moved.values()]
+        }
         for name, value in hint_from_assignment(cm, greedy_assignment(snap)).items():
             cm.model.add_hint(variables[name], value)
         solver = cp_model.CpSolver()

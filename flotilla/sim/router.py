@@ -1,0 +1,108 @@
+"""The router side of a simulation, built from the router's own pieces.
+
+Policies are the router's policy objects (`flotilla.router.policies`), built by name from its
+registry; what they rank are `InstanceView`s frozen by the router's own `InstanceRecord.view()`,
+which merges the last scrape (stale by up to one scrape interval) with the router's exact
+accounting of its requests in flight. Dispatch mirrors `flotilla.router.admission.Admission`: a
+request goes straight to an instance with a free slot (`max_inflight`) when nobody is queued,
+otherwise it waits in the router's queue, which is drained whenever a request completes. The
+queue order is a plug-in (FCFS, or the predictor's `ShortestPredictedFirst`, used unchanged).
+
+One difference from the live router: the accounting of predicted tokens still to come on an
+instance (`InstanceRecord.predicted_remaining`, kept by `Lease.progress` as tokens stream) is read
+from the engine model, which keeps the same sum incrementally (streaming it token by token through
+leases would make every decoding step cost O(batch)).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from flotilla.router.instances import EngineSample, InstanceRecord, InstanceSpec, InstanceTable
+from flotilla.router.policies import Policy, RequestFeatures, Snapshot
+
+
+class RouterQueue(Protocol):
+    """Requests (by index) waiting for a free instance slot: the router's `WaitQueue` shape."""
+
+    def __len__(self) -> int: ...
+
+    def push(self, item: int, now: float) -> None: ...
+
+    def peek(self, now: float) -> int | None: ...
+
+    def pop(self, now: float) -> int: ...
+
+
+class FcfsQueue:
+    """Arrival order, as the router's default `admission.FcfsQueue` (which is typed for its waiters)."""
+
+    def __init__(self) -> None:
+        self._items: deque[int] = deque()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def push(self, item: int, now: float) -> None:
+        self._items.append(item)
+
+    def peek(self, now: float) -> int | None:
+        return self._items[0] if self._items else None
+
+    def pop(self, now: float) -> int:
+        return self._items.popleft()
+
+
+class SimRouter:
+    def __init__(
+        self,
+        *,
+        instances: int,
+        model: str,
+        policy: Policy,
+        queue: RouterQueue,
+        rng: random.Random,
+        max_inflight: int,
+        predicted_remaining: Callable[[int], float],
+    ) -> None:
+        table = InstanceTable(default_max_inflight=max_inflight)
+        table.update(InstanceSpec(id=f"i{j:03d}", url=f"http://sim-{j}", model=model) for j in range(instances))
+        self.records: list[InstanceRecord] = [r for r in table.all()]
+        self._index = {r.id: j for j, r in enumerate(self.records)}
+        self.policy = policy
+        self.queue = queue
+        self._rng = rng
+        self._remaining = predicted_remaining
+        self.decisions = 0
+
+    def dispatch(self, features: RequestFeatures, predicted: float) -> int | None:
+        """Pick an instance for a request and charge it, as `Admission._dispatch`; None if all are full."""
+        free = [j for j, r in enumerate(self.records) if r.inflight < r.max_inflight]
+        if not free:
+            return None
+        views = []
+        for j in free:
+            record = self.records[j]
+            record.predicted_remaining = self._remaining(j)
+            views.append(record.view())
+        ranked = self.policy.rank(features, Snapshot(tuple(views)), self._rng)
+        self.decisions += 1
+        if not ranked:
+            return None
+        j = self._index[ranked[0].id]
+        record = self.records[j]
+        record.inflight += 1
+        record.inflight_tokens += features.prompt_tokens + int(predicted)
+        return j
+
+    def release(self, instance: int, features: RequestFeatures, predicted: float) -> None:
+        record = self.records[instance]
+        record.inflight -= 1
+        record.inflight_tokens -= features.prompt_tokens + int(predicted)
+
+    def scrape(self, samples: Sequence[EngineSample]) -> None:
+        for record, sample in zip(self.records, samples, strict=True):
+            record.record_sample(sample)

@@ -1,0 +1,48 @@
+"""What one simulated run compares: a routing set-up (policy, predictor, queue order, engine order).
+
+The lineup is the issue's: Kubernetes' round robin, AIBrix/KubeAI's least request, AIBrix's KV
+utilisation, llm-d/SGLang's prefix affinity, our predicted load, and an oracle that knows every
+request's true output length. The oracle is as strong as this architecture allows: the router's
+`predicted_load` policy (global minimum, no sampling) fed true lengths, the router queue ordered
+shortest-first by true length, and engines that admit shortest-first and preempt the longest
+(vLLM's `--scheduling-policy priority` with priority = true length). It bounds what a perfect length
+predictor could buy; it is not a proof of optimality.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    policy: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    predictor: Literal["proxy", "oracle"] = "proxy"
+    """Output-length predictions the router charges: the router's ProxyPredictor, or true lengths."""
+    queue: Literal["fcfs", "spf"] = "fcfs"
+    """Router queue order: arrival, or the predictor's ShortestPredictedFirst on the predictions."""
+    engine_priority: bool = False
+    """Engines admit by priority = predicted length (vLLM's priority scheduling) instead of FCFS."""
+
+
+def default_lineup() -> list[Scenario]:
+    return [
+        Scenario(name="round_robin", policy="round_robin"),
+        Scenario(name="least_request", policy="least_request"),
+        Scenario(name="kv_utilization", policy="kv_utilization"),
+        Scenario(name="prefix_affinity", policy="prefix_affinity"),
+        Scenario(name="predicted_load", policy="predicted_load"),
+        Scenario(
+            name="oracle_srf",
+            policy="predicted_load",
+            params={"choices": 0},
+            predictor="oracle",
+            queue="spf",
+            engine_priority=True,
+        ),
+    ]

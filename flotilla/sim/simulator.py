@@ -1,0 +1,257 @@
+"""The discrete-event loop: arrivals, router decisions, engine steps, scrapes, completions.
+
+Virtual time advances from event to event on one heap (no asyncio, no wall clock), so a run is a
+pure function of its inputs and seed. Events: a request arrives (or, for a later turn of a session,
+becomes sendable when its previous turn completes), an engine step ends, the router scrapes every
+engine. A step's effects are applied when it ends; the engine then schedules its next step at once,
+as vLLM's busy loop does.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from flotilla.profiles import EngineLimits, StepTimeProfile
+from flotilla.router import features as router_features
+from flotilla.router.instances import EngineSample
+from flotilla.router.policies import RequestFeatures, default_registry
+from flotilla.router.prediction import ProxyPredictor
+from flotilla.router.predictor.queue_order import ShortestPredictedFirst
+from flotilla.sim.engine import EngineModel, Seq
+from flotilla.sim.request import SimRequest, prefix_units, router_prefix_hashes
+from flotilla.sim.router import FcfsQueue, RouterQueue, SimRouter
+from flotilla.sim.scenario import Scenario
+
+_STEP, _ARRIVE, _SCRAPE = 0, 1, 2
+
+
+class SimConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instances: int = Field(gt=0)
+    scrape_interval_s: float = Field(default=0.25, gt=0, description="the router's scrape interval")
+    max_inflight: int = Field(default=256, gt=0, description="router slots per instance")
+    seed: int = 0
+    model: str = "sim"
+
+
+@dataclass
+class RunResult:
+    """Per-request times (seconds, NaN where never reached) and per-instance counters of one run."""
+
+    scenario: str
+    arrival: np.ndarray
+    dispatched: np.ndarray
+    admitted: np.ndarray
+    first_token: np.ndarray
+    finished: np.ndarray
+    instance: np.ndarray
+    output_tokens: np.ndarray
+    prompt_tokens: np.ndarray
+    preemptions: np.ndarray
+    instance_preemptions: np.ndarray
+    instance_prefix_hits: np.ndarray
+    instance_prefix_queries: np.ndarray
+    instance_busy_s: np.ndarray
+    instance_generated: np.ndarray
+    load_times: np.ndarray
+    """Scrape times."""
+    loads: np.ndarray
+    """running + waiting of each instance at each scrape (scrapes x instances)."""
+    kv_usage: np.ndarray
+    events: int
+    decisions: int
+
+
+def features_of(req: SimRequest, model: str) -> RequestFeatures:
+    """What the router extracts from the request: text prompts hashed as the router hashes text,
+    token prompts by their trace prefix ids (no max_tokens: the engine stops at the true length)."""
+    if req.text is not None:
+        hashes = router_features.prefix_hashes(req.text, block_chars=64, block_tokens=16, max_blocks=16)
+    else:
+        hashes = router_prefix_hashes(req)
+    return RequestFeatures(model=model, prompt_tokens=req.prompt_tokens, prefix_hashes=hashes)
+
+
+def check_fits(requests: Sequence[SimRequest], limits: EngineLimits) -> None:
+    """Every request must be servable alone (vLLM rejects longer prompts; the loaders clip them)."""
+    for r in requests:
+        total = min(r.prompt_tokens + max(1, r.output_tokens), limits.max_model_len)
+        if r.prompt_tokens >= limits.max_model_len or -(-total // limits.block_size) > limits.kv_cache_blocks:
+            raise ValueError(f"request {r.id} ({r.prompt_tokens}+{r.output_tokens} tokens) does not fit {limits}")
+
+
+def simulate(
+    requests: Sequence[SimRequest],
+    profile: StepTimeProfile,
+    limits: EngineLimits,
+    scenario: Scenario,
+    config: SimConfig,
+) -> RunResult:
+    n = len(requests)
+    m = config.instances
+    engines = [EngineModel(profile, limits, priority=scenario.engine_priority) for _ in range(m)]
+    policy = default_registry().build(scenario.policy, scenario.params)
+    check_fits(requests, limits)
+    # As the router does: predict once per request on arrival, carried in the features.
+    features = [features_of(r, config.model) for r in requests]
+    if scenario.predictor == "oracle":
+        predicted = [float(r.output_tokens) for r in requests]
+    else:
+        proxy = ProxyPredictor()
+        predicted = [proxy.guess(f) for f in features]
+    features = [replace(f, predicted_output_tokens=p) for f, p in zip(features, predicted, strict=True)]
+    queue: RouterQueue = (
+        FcfsQueue() if scenario.queue == "fcfs" else ShortestPredictedFirst[int](predicted.__getitem__)
+    )
+    rng = random.Random(config.seed)
+    router = SimRouter(
+        instances=m,
+        model=config.model,
+        policy=policy,
+        queue=queue,
+        rng=rng,
+        max_inflight=config.max_inflight,
+        predicted_remaining=lambda j: engines[j].predicted_remaining,
+    )
+    by_id = {r.id: i for i, r in enumerate(requests)}
+    children: dict[int, list[int]] = {}
+
+    arrival = np.full(n, np.nan)
+    dispatched = np.full(n, np.nan)
+    first_token = np.full(n, np.nan)
+    finished = np.full(n, np.nan)
+    instance = np.full(n, -1, dtype=np.int64)
+    seqs: list[Seq | None] = [None] * n
+    capacity_tokens = limits.kv_cache_blocks * limits.block_size
+    stepping = [False] * m
+
+    heap: list[tuple[float, int, int, int]] = []
+    counter = 0
+    for i, r in enumerate(requests):
+        heap.append((r.arrival, counter, _ARRIVE, i))
+        counter += 1
+    heap.append((0.0, counter, _SCRAPE, 0))
+    counter += 1
+    heapq.heapify(heap)
+    load_times: list[float] = []
+    loads: list[list[int]] = []
+    kv_usage: list[list[float]] = []
+
+    def kick(j: int, now: float) -> None:
+        nonlocal counter
+        if stepping[j]:
+            return
+        seconds = engines[j].begin_step(now)
+        if seconds > 0.0:
+            stepping[j] = True
+            heapq.heappush(heap, (now + seconds, counter, _STEP, j))
+            counter += 1
+
+    def send(i: int, j: int, now: float) -> None:
+        r = requests[i]
+        s = Seq(
+            idx=i,
+            prompt=r.prompt_tokens,
+            target=max(1, r.output_tokens),
+            units=prefix_units(r, limits.block_size),
+            mark=predicted[i],
+            priority=predicted[i],
+        )
+        seqs[i] = s
+        dispatched[i] = now
+        instance[i] = j
+        engines[j].add(s)
+        kick(j, now)
+
+    def pump(now: float) -> None:
+        while len(queue):
+            i = queue.peek(now)
+            assert i is not None
+            j = router.dispatch(features[i], predicted[i])
+            if j is None:
+                return
+            queue.pop(now)
+            send(i, j, now)
+
+    done = 0
+    events = 0
+    while heap and done < n:
+        now, _, kind, x = heapq.heappop(heap)
+        events += 1
+        if kind == _STEP:
+            stepping[x] = False
+            first, fin = engines[x].end_step(now)
+            for s in first:
+                first_token[s.idx] = now
+            for s in fin:
+                i = s.idx
+                finished[i] = now
+                done += 1
+                router.release(x, features[i], predicted[i])
+                for c in children.pop(i, ()):
+                    heapq.heappush(heap, (now, counter, _ARRIVE, c))
+                    counter += 1
+            if fin:
+                pump(now)
+            kick(x, now)
+        elif kind == _ARRIVE:
+            r = requests[x]
+            parent = by_id.get(r.parent) if r.parent is not None else None
+            if parent is not None and np.isnan(finished[parent]):
+                children.setdefault(parent, []).append(x)
+                continue
+            arrival[x] = now
+            j = router.dispatch(features[x], predicted[x]) if not len(queue) else None
+            if j is None:
+                queue.push(x, now)
+            else:
+                send(x, j, now)
+        else:
+            samples = [
+                EngineSample(
+                    running=e.num_running,
+                    waiting=e.num_waiting,
+                    kv_usage=e.kv.usage,
+                    kv_capacity_tokens=capacity_tokens,
+                    prefix_queries=float(e.prefix_queries),
+                    prefix_hits=float(e.prefix_hits),
+                )
+                for e in engines
+            ]
+            router.scrape(samples)
+            load_times.append(now)
+            loads.append([s.running + s.waiting for s in samples])
+            kv_usage.append([s.kv_usage for s in samples])
+            heapq.heappush(heap, (now + config.scrape_interval_s, counter, _SCRAPE, 0))
+            counter += 1
+
+    admitted = np.array([s.admitted_at if s is not None and s.admitted_at >= 0 else np.nan for s in seqs])
+    return RunResult(
+        scenario=scenario.name,
+        arrival=arrival,
+        dispatched=dispatched,
+        admitted=admitted,
+        first_token=first_token,
+        finished=finished,
+        instance=instance,
+        output_tokens=np.array([s.out if s is not None else 0 for s in seqs], dtype=np.int64),
+        prompt_tokens=np.array([r.prompt_tokens for r in requests], dtype=np.int64),
+        preemptions=np.array([s.preemptions if s is not None else 0 for s in seqs], dtype=np.int64),
+        instance_preemptions=np.array([e.preemptions for e in engines], dtype=np.int64),
+        instance_prefix_hits=np.array([e.prefix_hits for e in engines], dtype=np.int64),
+        instance_prefix_queries=np.array([e.prefix_queries for e in engines], dtype=np.int64),
+        instance_busy_s=np.array([e.busy_s for e in engines]),
+        instance_generated=np.array([e.generated for e in engines], dtype=np.int64),
+        load_times=np.array(load_times),
+        loads=np.array(loads, dtype=np.int64).reshape(len(load_times), m),
+        kv_usage=np.array(kv_usage).reshape(len(load_times), m),
+        events=events,
+        decisions=router.decisions,
+    )

@@ -1,0 +1,160 @@
+"""The in-cluster scheduler: batch arrivals, snapshot, solve, then evict, bind and explain.
+
+One cycle lists every node and pod (pods bound by other schedulers included), solves in a worker
+thread so the event loop stays responsive, and applies the plan in a safe order: evictions and moves
+first; a binding waits for the next cycle when its node still has pods being evicted (kube-scheduler
+nominates and retries the same way), so the kubelet never sees an over-committed node. Pods left
+pending get a FailedScheduling Event and their fleet an Unschedulable condition, with the reason.
+Cycles run when pods or nodes change (after a short batching window) and every `resync_s` while
+pods are pending, so freed capacity is picked up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flotilla.api import labels as api
+from flotilla.placement.clusterapi import ClusterApi
+from flotilla.placement.explain import explain_unplaced
+from flotilla.placement.kubeconv import build_snapshot
+from flotilla.placement.plan import Plan
+from flotilla.placement.snapshot import Snapshot
+from flotilla.placement.solver import solve
+
+log = logging.getLogger(__name__)
+
+
+class LoopConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheduler_name: str = api.SCHEDULER_NAME
+    batch_window_s: float = Field(0.25, ge=0, description="Wait this long after a change to batch arrivals.")
+    budget_s: float = Field(1.0, gt=0, description="Solver time budget per cycle.")
+    workers: int = Field(0, ge=0, description="CP-SAT workers (0: all cores).")
+    resync_s: float = Field(5.0, gt=0, description="Retry pending pods at least this often.")
+
+
+Solver = Callable[[Snapshot], Plan]
+
+
+class PlacementLoop:
+    def __init__(self, cluster: ClusterApi, config: LoopConfig, solver: Solver | None = None) -> None:
+        self._cluster = cluster
+        self._config = config
+        self._solve: Solver = solver or (lambda s: solve(s, config.budget_s, workers=config.workers))
+        self._unschedulable: dict[str, bool] = {}
+
+    async def cycle(self) -> Plan | None:
+        """One round: snapshot, solve, apply. Returns the plan, or None when nothing was pending."""
+        nodes, pods = await asyncio.gather(self._cluster.list_nodes(), self._cluster.list_pods())
+        snapshot = build_snapshot(nodes, pods, self._config.scheduler_name)
+        if not snapshot.pending:
+            await self._update_fleets(snapshot, set())
+            return None
+        started = time.perf_counter()
+        plan = await asyncio.to_thread(self._solve, snapshot)
+        log.info(
+            "placement: %d pending, %d bound, %d evicted, %d moved, %d unplaced (%s, %s, %.2f s)",
+            len(snapshot.pending),
+            len(plan.bindings),
+            len(plan.evictions),
+            len(plan.moves),
+            len(plan.unplaced),
+            plan.approach,
+            plan.status,
+            time.perf_counter() - started,
+        )
+        await self.apply(snapshot, plan)
+        return plan
+
+    async def apply(self, snapshot: Snapshot, plan: Plan) -> None:
+        pods = {p.name: p for p in (*snapshot.bound, *snapshot.pending)}
+        freeing: dict[str, int] = defaultdict(int)
+        for e in plan.evictions:
+            await self._cluster.evict(e.pod)
+            freeing[e.node] += 1
+            await self._cluster.record_event(
+                e.pod, "Preempted", f"Evicted by flotilla to place higher-tier pods on {e.node}", True
+            )
+        for m in plan.moves:
+            await self._cluster.evict(m.pod)
+            freeing[m.source] += 1
+            await self._cluster.record_event(
+                m.pod, "Moved", f"Evicted by flotilla to defragment {m.source}; planned on {m.target}", False
+            )
+        for b in plan.bindings:
+            if freeing.get(b.node):
+                await self._cluster.record_event(
+                    b.pod,
+                    "WaitingForPreemption",
+                    f"Nominated to {b.node}; binding after {freeing[b.node]} pod(s) there terminate",
+                    False,
+                )
+                continue
+            await self._cluster.bind(b.pod, b.node)
+            await self._cluster.record_event(
+                b.pod,
+                "Scheduled",
+                f"Successfully assigned {b.pod} to {b.node} ({plan.approach}, {plan.status})",
+                False,
+            )
+        unplaced = set(plan.unplaced)
+        for name in plan.unplaced:
+            reason = explain_unplaced(snapshot, pods[name])
+            await self._cluster.record_event(name, "FailedScheduling", reason, True)
+        await self._update_fleets(snapshot, unplaced)
+
+    async def _update_fleets(self, snapshot: Snapshot, unplaced: set[str]) -> None:
+        """Unschedulable=True for fleets with pods left pending, False once a fleet has none left."""
+        waiting: dict[str, list[str]] = defaultdict(list)
+        for pod in snapshot.pending:
+            if pod.fleet and pod.name in unplaced:
+                waiting[pod.fleet].append(pod.name)
+        fleets = {p.fleet for p in (*snapshot.bound, *snapshot.pending) if p.fleet}
+        for fleet in sorted(fleets):
+            stuck = waiting.get(fleet, [])
+            if self._unschedulable.get(fleet) == bool(stuck):
+                continue
+            message = "All pods placed."
+            if stuck:
+                first = next(p for p in snapshot.pending if p.name == stuck[0])
+                message = f"{len(stuck)} pod(s) cannot be placed: {explain_unplaced(snapshot, first)}"
+
+            await self._cluster.set_unschedulable(fleet, bool(stuck), message)
+            self._unschedulable[fleet] = bool(stuck)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Cycle on changes (batched) and every `resync_s` while pods wait, until `stop` is set."""
+        wake = asyncio.Event()
+
+        async def watch() -> None:
+            async for _ in self._cluster.changes():
+                wake.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            while not stop.is_set():
+                try:
+                    plan = await self.cycle()
+                except Exception:
+                    log.exception("placement cycle failed; retrying after resync")
+                    plan = None
+                if plan is not None and not plan.unplaced and not plan.evictions and not plan.moves:
+                    wake.clear()  # everything placed: our own bindings need no second look
+                waiter = asyncio.create_task(wake.wait())
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait(
+                    {waiter, stopper}, timeout=self._config.resync_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                waiter.cancel()
+                stopper.cancel()
+                wake.clear()
+                await asyncio.sleep(self._config.batch_window_s)
+        finally:
+            watcher.cancel()

@@ -1,0 +1,134 @@
+"""Failover, drain and herding, with real engine and router processes."""
+
+import asyncio
+import os
+import signal
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import yaml
+
+from flotilla.enginesim.process import start_engine
+
+MODEL = "sim"
+
+
+async def test_killed_instance_fails_over_is_ejected_and_probed_back(
+    engines: Any, router_config: Any, serve_router: Any
+) -> None:
+    procs = await engines(3, "--time-scale", "0.05")
+    cfg = router_config(procs, default_policy="round_robin")
+    async with serve_router(cfg) as (router, url), httpx.AsyncClient(timeout=30) as c:
+        victim = procs[1]
+        victim.kill()
+        await victim.proc.wait()
+        body = {"model": MODEL, "prompt": "x", "max_tokens": 3, "ignore_eos": True}
+        results = await asyncio.gather(*(c.post(url + "/v1/completions", json=body) for _ in range(30)))
+        assert [r.status_code for r in results] == [200] * 30
+        streamed = await c.post(url + "/v1/completions", json=body | {"stream": True})
+        assert streamed.text.rstrip().endswith("data: [DONE]")
+        metrics = (await c.get(url + "/metrics")).text
+        assert 'flotilla_router_retries_total{model="sim"}' in metrics
+        assert router.table.get("e1").ejected
+        # The engine comes back on the same port: the scraper's next success puts it back in rotation.
+        revived = await start_engine(model=MODEL, port=victim.port, args=["--time-scale", "0.05"])
+        try:
+            for _ in range(100):
+                if not router.table.get("e1").ejected:
+                    break
+                await asyncio.sleep(0.05)
+            assert not router.table.get("e1").ejected
+            await asyncio.gather(*(c.post(url + "/v1/completions", json=body) for _ in range(6)))
+            served = (await c.get(revived.url + "/metrics")).text
+            assert "vllm:request_success_total" in served
+        finally:
+            await revived.stop()
+
+
+async def test_two_router_replicas_do_not_herd(engines: Any, router_config: Any, serve_router: Any) -> None:
+    procs = await engines(4, "--time-scale", "1", "--decode-step-ms", "5", "--max-num-seqs", "256")
+    per_engine: Counter[str] = Counter()
+    # Two replicas with identical seeds would break ties identically; real replicas draw from the OS.
+    cfg_a = router_config(procs, seed=1, scrape_interval_s=0.2)
+    cfg_b = router_config(procs, seed=2, scrape_interval_s=0.2)
+    limits = httpx.Limits(max_connections=400)
+    async with (
+        serve_router(cfg_a) as (ra, url_a),
+        serve_router(cfg_b) as (rb, url_b),
+        httpx.AsyncClient(timeout=60, limits=limits) as c,
+    ):
+        peaks: list[list[int]] = []
+
+        async def sample_peaks() -> None:
+            while True:
+                peaks.append(
+                    [ra.table.get(f"e{i}").inflight + rb.table.get(f"e{i}").inflight for i in range(4)]
+                )
+                await asyncio.sleep(0.01)
+
+        sampler = asyncio.create_task(sample_peaks())
+        body = {"model": MODEL, "prompt": "x", "max_tokens": 20, "ignore_eos": True}
+        for _wave in range(4):  # bursts hit both replicas at once, between scrapes
+            await asyncio.gather(*(c.post(u + "/v1/completions", json=body) for u in [url_a, url_b] * 40))
+        sampler.cancel()
+        for i, p in enumerate(procs):
+            text = (await c.get(p.url + "/metrics")).text
+            line = next(x for x in text.splitlines() if x.startswith("vllm:request_success_total"))
+            per_engine[f"e{i}"] = int(float(line.split()[-1]))
+    counts = [per_engine[f"e{i}"] for i in range(4)]
+    assert sum(counts) == 320
+    cv = statistics.pstdev(counts) / statistics.mean(counts)
+    busy = [p for p in peaks if sum(p) >= 40]
+    worst = max(max(p) / (sum(p) / 4) for p in busy)
+    print(f"\nrequests per engine {counts} (cv {cv:.3f}); worst in-flight max/mean {worst:.2f}")
+    assert cv < 0.15
+    assert worst < 2.0, "at no moment does one engine hold twice its share"
+
+
+async def test_graceful_drain_finishes_streams_in_flight(
+    engines: Any, router_config: Any, tmp_path: Path
+) -> None:
+    procs = await engines(1, "--time-scale", "1", "--decode-step-ms", "20")
+    cfg = router_config(procs)
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from flotilla.cli import main; main()",
+        "router",
+        "run",
+        "-c",
+        str(path),
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
+    url = f"http://127.0.0.1:{cfg.port}"
+    try:
+        async with httpx.AsyncClient(timeout=30) as c:
+            for _ in range(200):
+                try:
+                    if (await c.get(url + "/health")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.05)
+            body = {"model": MODEL, "prompt": "x", "max_tokens": 40, "ignore_eos": True, "stream": True}
+            events = []
+            async with c.stream("POST", url + "/v1/completions", json=body) as resp:
+                async for line in resp.aiter_lines():
+                    if line.startswith("data: "):
+                        events.append(line[6:])
+                        if len(events) == 2:
+                            proc.send_signal(signal.SIGTERM)
+            assert events[-1] == "[DONE]"
+            assert sum(len(orjson.loads(e)["choices"]) for e in events[:-1]) == 40
+        # uvicorn re-raises the signal once it has drained, so the exit status says SIGTERM.
+        assert await asyncio.wait_for(proc.wait(), 10) in (0, -signal.SIGTERM)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

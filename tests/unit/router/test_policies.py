@@ -1,0 +1,121 @@
+import random
+from collections import Counter
+
+import pytest
+from pydantic import ValidationError
+
+from flotilla.router.policies import InstanceView, RequestFeatures, Snapshot, default_registry
+
+REQ = RequestFeatures(model="m", prompt_tokens=100, max_tokens=50)
+
+
+def snap(*views: InstanceView) -> Snapshot:
+    return Snapshot(tuple(views))
+
+
+def test_registry_validates_params_with_the_policys_model() -> None:
+    reg = default_registry()
+    assert reg.names() == [
+        "kv_utilization",
+        "least_request",
+        "predicted_load",
+        "prefix_affinity",
+        "round_robin",
+    ]
+    with pytest.raises(ValidationError):
+        reg.build("least_request", {"choises": 2})  # extra="forbid" catches the typo
+    with pytest.raises(KeyError):
+        reg.build("nope")
+
+
+def test_round_robin_cycles_in_id_order() -> None:
+    rr = default_registry().build("round_robin")
+    s = snap(InstanceView("b"), InstanceView("a"), InstanceView("c"))
+    firsts = [rr.rank(REQ, s, random.Random(0))[0].id for _ in range(6)]
+    assert firsts == ["a", "b", "c", "a", "b", "c"]
+
+
+def test_least_request_global_best_with_random_ties() -> None:
+    lr = default_registry().build("least_request", {"choices": 0})
+    s = snap(
+        InstanceView("a", est_requests=5),
+        InstanceView("b", est_requests=1),
+        InstanceView("c", est_requests=1),
+    )
+    picks = Counter(lr.rank(REQ, s, random.Random(i))[0].id for i in range(200))
+    assert set(picks) == {"b", "c"} and min(picks.values()) > 60
+
+
+def test_power_of_two_choices_never_picks_the_worst_and_spreads_over_the_rest() -> None:
+    lr = default_registry().build("least_request", {"choices": 2})
+    views = [InstanceView(str(i), est_requests=float(i)) for i in range(4)]
+    rng = random.Random(1)
+    picks = Counter(lr.rank(REQ, snap(*views), rng)[0].id for _ in range(2000))
+    assert "3" not in picks
+    # P(best of two random among 4 is i) = (3-i)/6: 1/2, 1/3, 1/6.
+    assert picks["0"] / 2000 == pytest.approx(0.5, abs=0.05)
+    assert picks["2"] / 2000 == pytest.approx(1 / 6, abs=0.04)
+
+
+def test_kv_utilization_prefers_free_cache_and_penalises_queues() -> None:
+    kv = default_registry().build("kv_utilization", {"choices": 0})
+    s = snap(InstanceView("full", est_kv_usage=0.9), InstanceView("free", est_kv_usage=0.2))
+    assert kv.rank(REQ, s, random.Random(0))[0].id == "free"
+    s = snap(InstanceView("a", est_kv_usage=0.3, waiting=10), InstanceView("b", est_kv_usage=0.5))
+    assert kv.rank(REQ, s, random.Random(0))[0].id == "b"
+
+
+def _prefixed(key: int) -> RequestFeatures:
+    return RequestFeatures(model="m", prompt_tokens=10, prefix_hashes=(key, key + 1, key + 2, key + 3))
+
+
+def test_prefix_affinity_is_sticky_and_consistent_across_replicas() -> None:
+    views = [InstanceView(f"i{k}") for k in range(5)]
+    a = default_registry().build("prefix_affinity")
+    b = default_registry().build("prefix_affinity")  # another router replica
+    homes = {}
+    for key in range(200):
+        first = a.rank(_prefixed(key * 10), snap(*views), random.Random(key))[0].id
+        assert b.rank(_prefixed(key * 10), snap(*views), random.Random(key + 1))[0].id == first
+        homes[key] = first
+    assert len(set(homes.values())) == 5, "different prefixes spread over the ring"
+    spread = Counter(homes.values())
+    assert max(spread.values()) < 200 * 0.4
+
+
+def test_prefix_affinity_spills_over_when_home_is_overloaded() -> None:
+    pa = default_registry().build("prefix_affinity", {"load_factor": 1.25})
+    views = [InstanceView(f"i{k}") for k in range(4)]
+    home = pa.rank(_prefixed(7), snap(*views), random.Random(0))[0].id
+    loaded = [InstanceView(v.id, est_requests=8.0 if v.id == home else 2.0) for v in views]
+    # mean with the new request is (8+6+1)/4 = 3.75 -> cap 5: the home (8) is over it.
+    ranked = pa.rank(_prefixed(7), snap(*loaded), random.Random(0))
+    assert ranked[0].id != home and ranked[-1].id == home
+
+
+def test_prefix_affinity_removing_an_instance_moves_only_its_keys() -> None:
+    pa = default_registry().build("prefix_affinity")
+    views = [InstanceView(f"i{k}") for k in range(5)]
+    before = {k: pa.rank(_prefixed(k * 10), snap(*views), random.Random(0))[0].id for k in range(300)}
+    after = {k: pa.rank(_prefixed(k * 10), snap(*views[:4]), random.Random(0))[0].id for k in range(300)}
+    moved = [k for k in before if before[k] != after[k]]
+    assert moved and all(before[k] == "i4" for k in moved)
+
+
+def test_predicted_load_weighs_remaining_tokens_not_request_counts() -> None:
+    pl = default_registry().build("predicted_load", {"choices": 0})
+    few_long = InstanceView("long", inflight=2, est_requests=2, predicted_remaining_tokens=4000)
+    many_short = InstanceView("short", inflight=8, est_requests=8, predicted_remaining_tokens=400)
+    assert pl.rank(REQ, snap(few_long, many_short), random.Random(0))[0].id == "short"
+    lr = default_registry().build("least_request", {"choices": 0})
+    assert lr.rank(REQ, snap(few_long, many_short), random.Random(0))[0].id == "long"
+    # Requests only the scrape knows (other routers') are charged too.
+    foreign = InstanceView("foreign", inflight=0, est_requests=10, predicted_remaining_tokens=0)
+    idle = InstanceView("idle", predicted_remaining_tokens=300, inflight=1, est_requests=1)
+    assert pl.rank(REQ, snap(foreign, idle), random.Random(0))[0].id == "idle"
+
+
+def test_policies_return_empty_for_no_instances() -> None:
+    reg = default_registry()
+    for name in reg.names():
+        assert reg.build(name).rank(REQ, Snapshot(()), random.Random(0)) == []
