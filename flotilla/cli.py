@@ -14,6 +14,7 @@ from flotilla.operator import cli as operator_cli
 from flotilla.placement import cli as placement_cli
 from flotilla.router import cli as router_cli
 from flotilla.router.predictor import cli as predictor_cli
+from flotilla.sim import cli as sim_cli
 
 
 def _version(value: bool) -> None:
@@ -43,6 +44,8 @@ def build_app() -> typer.Typer:
 
     bench = typer.Typer(help="Reproduce a benchmark in benchmarks/.", no_args_is_help=True)
     bench.add_typer(placement_cli.bench, name="placement")
+    bench.add_typer(operator_cli.bench, name="operator", help="Operator convergence time and API cost.")
+    bench.add_typer(sim_cli.app, name="sim", help="Routing policies compared in the fleet simulator.")
     app.add_typer(bench, name="bench")
 
     @app.command()

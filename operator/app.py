@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ class Runtime:
     queue: WorkQueue[FleetKey]
     controller: FleetController
     writer: KubeWriter
+    elector: Any = None
     reconciles: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -59,7 +61,7 @@ def build_registry(rt: Runtime, api_config: Any) -> Any:
         event = kwargs["event"]
         key = cache.apply_pod(event.get("type"), event["object"])
         if key is not None and key in cache.fleets:
-            queue.add(key)
+            queue.add_after(key, rt.config.pod_event_delay_s)
 
     @kopf.on.event("", "v1", "nodes", registry=registry)
     def _node(**kwargs: Any) -> None:
@@ -150,8 +152,14 @@ def kopf_settings() -> Any:
     return settings
 
 
-async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None) -> None:
-    """Run until `stop` is set, the process is signalled, or leadership is lost."""
+async def run_operator(
+    config: OperatorConfig,
+    stop: asyncio.Event | None = None,
+    on_start: Callable[[Runtime], None] | None = None,
+) -> None:
+    """Run until `stop` is set, the process is signalled, or leadership is lost.
+
+    `on_start` receives the Runtime once built (the benchmark reads its request counters)."""
     import kopf
     from kubernetes_asyncio.client import ApiClient
 
@@ -170,7 +178,10 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
             queue=WorkQueue(),
             controller=FleetController(cache, writer, config, time.time),
             writer=writer,
+            elector=elector,
         )
+        if on_start is not None:
+            on_start(rt)
         stop_flag = stop or asyncio.Event()
         primed = asyncio.Event()
         lost: list[BaseException] = []

@@ -96,3 +96,31 @@ def rbac(
     from flotilla.operator.rbac import render_rbac
 
     typer.echo(render_rbac(namespace), nl=False)
+
+
+bench = typer.Typer(no_args_is_help=True)
+
+
+@bench.command("run")
+def bench_run(
+    *,
+    fleets: Annotated[str, typer.Option(help="Comma-separated fleet counts (8 replicas each).")] = "1,10,100",
+    nodes: Annotated[int, typer.Option(help="KWOK GPU nodes (8 GPUs each).")] = 128,
+    steady: Annotated[float, typer.Option(help="Seconds of steady state measured per scenario.")] = 60.0,
+    resync: Annotated[float, typer.Option(help="Operator resync period (s).")] = 10.0,
+    out: Annotated[Path, typer.Option(help="Where results.md/.json/.png go.")] = Path("benchmarks/operator"),
+) -> None:
+    """Time from apply to all Ready, and API requests, for fleets of 8 replicas on KWOK nodes."""
+    import asyncio
+    import logging
+    import tempfile
+
+    from flotilla.operator.bench import bench as run_bench
+    from flotilla.operator.bench import write_report
+
+    logging.basicConfig(level=logging.WARNING)
+    counts = [int(c) for c in fleets.split(",") if c]
+    with tempfile.TemporaryDirectory(prefix="flotilla-bench-operator-") as workdir:
+        results, meta = asyncio.run(run_bench(counts, nodes, steady, resync, Path(workdir)))
+    write_report(results, meta, out)
+    typer.echo((out / "results.md").read_text())

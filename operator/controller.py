@@ -6,6 +6,7 @@ outcome is written through to the cache, so the next reconcile sees it even befo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +19,8 @@ from flotilla.api import InferenceFleetSpec, InferenceFleetStatus
 from flotilla.operator.cache import ClusterCache, FleetKey
 from flotilla.operator.config import OperatorConfig
 from flotilla.operator.kubeclient import NotFoundError, Writer
-from flotilla.operator.observe import observe_pod
-from flotilla.operator.plan import Delete, FleetSnapshot, Plan, plan, rollout_bounds
+from flotilla.operator.observe import NodeState, observe_pod
+from flotilla.operator.plan import Create, Delete, FleetSnapshot, Patch, Plan, plan, rollout_bounds
 from flotilla.operator.render import FleetRef, mutable_metadata, render_pod, revision_of
 from flotilla.operator.status import compute_status
 
@@ -67,16 +68,22 @@ class FleetController:
                 tier = value
         revision = revision_of(spec, self._config.render)
         want_labels, want_annotations = mutable_metadata(name, spec, tier)
-        raw_pods = self._cache.pods_of(key)
-        pods = tuple(p for p in (observe_pod(raw) for raw in raw_pods) if p is not None)
+        pods = tuple(p for p in (observe_pod(raw) for raw in self._cache.pods_of(key)) if p is not None)
         now = self._clock()
+        nodes = self._cache.nodes()
+        for pod in pods:
+            # The node cache may be behind (e.g. a node just added): confirm a node is gone before
+            # its pods are force-deleted; an existing one counts as Ready until it is watched.
+            unknown = pod.node and pod.node not in nodes and not pod.deleting
+            if unknown and pod.node and await self._writer.node_exists(pod.node):
+                nodes[pod.node] = NodeState(pod.node, ready=True)
         snapshot = FleetSnapshot(
             replicas=spec.replicas,
             revision=revision,
             rollout=spec.rollout,
             pods=pods,
             now=now,
-            nodes=self._cache.nodes(),
+            nodes=nodes,
             labels=want_labels,
             annotations=want_annotations,
         )
@@ -89,6 +96,8 @@ class FleetController:
         if failed:
             actions.wake_in(ERROR_RETRY_S)
 
+        # Status describes the pods as they are after this reconcile's actions (written through).
+        pods = tuple(p for p in (observe_pod(raw) for raw in self._cache.pods_of(key)) if p is not None)
         _, unavailable = rollout_bounds(spec.rollout, spec.replicas)
         status = compute_status(
             fleet_name=name,
@@ -120,80 +129,71 @@ class FleetController:
         tier: int,
         actions: Plan,
     ) -> int:
-        """Carry out the plan; returns how many actions failed (retried on the next reconcile)."""
+        """Carry out the plan, each kind of action concurrently; returns how many failed (the next
+        reconcile retries them). One Event per kind of action sums up what was done."""
         namespace, name = key
-        failed = 0
         ref = FleetRef(namespace, name, fleet["metadata"]["uid"])
-        for delete in actions.deletes:
-            try:
-                await self._delete(key, delete)
-            except Exception as exc:  # the next reconcile retries; one failure must not stop the rest
-                failed += 1
-                log.warning("fleet %s/%s: delete %s failed: %s", namespace, name, delete.name, exc)
-                continue
-            await self._event(
-                fleet, "Normal", "SuccessfulDelete", f"Deleted pod {delete.name}: {delete.reason}"
-            )
-        for create in actions.creates:
+
+        async def delete(d: Delete) -> str:
+            await self._delete(key, d)
+            return f"{d.name} ({d.reason})"
+
+        async def create(c: Create) -> str:
             body = render_pod(
                 ref,
                 spec,
-                index=create.index,
+                index=c.index,
                 revision=revision,
                 tier=tier,
-                failures=create.failures,
+                failures=c.failures,
                 config=self._config.render,
             )
-            try:
-                pod = await self._writer.create_pod(namespace, body)
-            except Exception as exc:
-                failed += 1
-                log.warning("fleet %s/%s: create replica %d failed: %s", namespace, name, create.index, exc)
-                await self._event(fleet, "Warning", "FailedCreate", f"replica {create.index}: {exc}")
-                continue
+            pod = await self._writer.create_pod(namespace, body)
             self._cache.apply_pod("ADDED", pod)
-            pod_name = pod.get("metadata", {}).get("name", "?")
+            return f"{pod.get('metadata', {}).get('name', '?')} (replica {c.index}, {c.reason})"
+
+        async def patch(p: Patch) -> str:
+            try:
+                pod = await self._writer.patch_pod_metadata(namespace, p.name, p.labels, p.annotations)
+            except NotFoundError:
+                self._cache.forget_pod(key, p.name)
+                return p.name
+            self._cache.apply_pod("MODIFIED", pod)
+            return p.name
+
+        failed = 0
+        deleted = await asyncio.gather(*(delete(d) for d in actions.deletes), return_exceptions=True)
+        created = await asyncio.gather(*(create(c) for c in actions.creates), return_exceptions=True)
+        patched = await asyncio.gather(*(patch(p) for p in actions.patches), return_exceptions=True)
+        for verb, results in (("delete", deleted), ("create", created), ("patch", patched)):
+            errors = [r for r in results if isinstance(r, BaseException)]
+            failed += len(errors)
+            if errors:
+                log.warning("fleet %s/%s: %d %s(s) failed: %s", namespace, name, len(errors), verb, errors[0])
+                await self._event(
+                    fleet, "Warning", f"Failed{verb.title()}", f"{len(errors)} failed: {errors[0]}"
+                )
+        done_deletes = [r for r in deleted if isinstance(r, str)]
+        done_creates = [r for r in created if isinstance(r, str)]
+        if done_deletes:
+            await self._event(fleet, "Normal", "SuccessfulDelete", "Deleted pods " + ", ".join(done_deletes))
+        if done_creates:
             await self._event(
                 fleet,
                 "Normal",
                 "SuccessfulCreate",
-                f"Created pod {pod_name} for replica {create.index} (revision {revision}): {create.reason}",
+                f"Created pods (revision {revision}) " + ", ".join(done_creates),
             )
-        for patch in actions.patches:
-            try:
-                pod = await self._writer.patch_pod_metadata(
-                    namespace, patch.name, patch.labels, patch.annotations
-                )
-            except NotFoundError:
-                self._cache.forget_pod(key, patch.name)
-                continue
-            except Exception as exc:
-                failed += 1
-                log.warning("fleet %s/%s: patch %s failed: %s", namespace, name, patch.name, exc)
-                continue
-            self._cache.apply_pod("MODIFIED", pod)
         return failed
 
     async def _delete(self, key: FleetKey, delete: Delete) -> None:
         namespace, _ = key
-        if delete.reason == "NodeGone":
-            # The node cache may be behind (e.g. just after start-up): confirm before a forced delete.
-            node = self._node_of(key, delete.name)
-            if node is not None and await self._writer.node_exists(node):
-                return
         existed = await self._writer.delete_pod(namespace, delete.name, force=delete.force)
         if existed and not delete.force:
             when = datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             self._cache.mark_pod_deleting(key, delete.name, when)
         else:
             self._cache.forget_pod(key, delete.name)
-
-    def _node_of(self, key: FleetKey, pod_name: str) -> str | None:
-        for pod in self._cache.pods_of(key):
-            if pod.get("metadata", {}).get("name") == pod_name:
-                node = (pod.get("spec") or {}).get("nodeName")
-                return str(node) if node else None
-        return None
 
     async def _event(self, fleet: dict[str, Any], kind: str, reason: str, message: str) -> None:
         try:

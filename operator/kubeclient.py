@@ -54,6 +54,7 @@ class KubeWriter:
         try:
             resp = await call(*args, _preload_content=False, **kwargs)
         except ApiException as exc:
+            self.requests[f"{verb}_failed"] += 1
             if exc.status == 404:
                 raise NotFoundError(str(exc.reason)) from exc
             raise

@@ -45,6 +45,7 @@ class LeaderElector:
         self._config = config
         self._clock = clock
         self.identity = config.identity or f"{socket.gethostname()}-{os.getpid()}"
+        self.requests = 0
 
     async def _try(self) -> bool:
         """One acquire-or-renew round; True when this process holds the lease afterwards."""
@@ -57,6 +58,7 @@ class LeaderElector:
             "leaseDurationSeconds": max(1, round(cfg.lease_duration_s)),
             "renewTime": _now_micro(now),
         }
+        self.requests += 1
         try:
             lease = await self._api.read_namespaced_lease(cfg.name, cfg.namespace)
         except ApiException as exc:
@@ -66,6 +68,7 @@ class LeaderElector:
                 "metadata": {"name": cfg.name, "namespace": cfg.namespace},
                 "spec": {**spec, "acquireTime": _now_micro(now), "leaseTransitions": 0},
             }
+            self.requests += 1
             try:
                 await self._api.create_namespaced_lease(cfg.namespace, body)  # type: ignore[arg-type]  # dicts serialise as-is
             except ApiException as exc2:
@@ -91,6 +94,7 @@ class LeaderElector:
                 "leaseTransitions": transitions + (holder != self.identity),
             },
         }
+        self.requests += 1
         try:
             await self._api.replace_namespaced_lease(cfg.name, cfg.namespace, body)  # type: ignore[arg-type]
         except ApiException as exc:

@@ -11,9 +11,12 @@ import platform
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from flotilla.placement.loop import LoopConfig
 
 DEFAULT_OUT = Path("benchmarks/placement")
 
@@ -21,14 +24,49 @@ app = typer.Typer(no_args_is_help=True)
 
 
 @app.command("run")
-def run() -> None:
-    """The in-cluster scheduler loop (watch, batch, solve, bind, evict): not built yet."""
-    typer.echo(
-        "flotilla placement run: the in-cluster loop is not implemented yet; "
-        "use `flotilla placement solve` or `flotilla bench placement`",
-        err=True,
-    )
-    raise typer.Exit(2)
+def run(
+    *,
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="Kubeconfig (default: in-cluster, then ~/.kube)")
+    ] = None,
+    budget: float = typer.Option(1.0, help="Solver time budget per cycle in seconds."),
+    batch_window: float = typer.Option(0.25, help="Seconds to batch arrivals after a change."),
+    resync: float = typer.Option(5.0, help="Retry pending pods at least this often (seconds)."),
+    workers: int = typer.Option(0, help="CP-SAT workers (0: all cores)."),
+) -> None:
+    """The in-cluster scheduler: place pods with schedulerName flotilla, bind, evict, explain."""
+    import asyncio
+    import logging
+
+    from flotilla.placement.loop import LoopConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = LoopConfig(budget_s=budget, batch_window_s=batch_window, resync_s=resync, workers=workers)
+    asyncio.run(_serve(config, kubeconfig))
+
+
+async def _serve(config: LoopConfig, kubeconfig: Path | None) -> None:
+    import asyncio
+    import signal
+
+    from kubernetes_asyncio import client
+    from kubernetes_asyncio import config as kube_config
+
+    from flotilla.placement.clusterapi import KubeClusterApi
+    from flotilla.placement.loop import PlacementLoop
+
+    if kubeconfig is not None:
+        await kube_config.load_kube_config(config_file=str(kubeconfig))
+    else:
+        try:
+            kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except kube_config.ConfigException:
+            await kube_config.load_kube_config()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    async with client.ApiClient() as api:
+        await PlacementLoop(KubeClusterApi(api, config.scheduler_name), config).run(stop)
 
 
 @app.command("solve")
@@ -97,12 +135,28 @@ def bench_run(
     seed: int = typer.Option(0, help="Seed of the scenario sweep."),
     out: Annotated[Path, typer.Option(help="Where tables, raw results and the plot go.")] = DEFAULT_OUT,
     max_minutes: float = typer.Option(20.0, help="Stop starting new scenarios after this long."),
+    kwok: int = typer.Option(6, help="Replay this many small scenarios on the real kube-scheduler (KWOK)."),
 ) -> None:
     """Seeded scenarios like the paper's: our solver, kube-scheduler's default and best-fit, side by side."""
+    import tempfile
+
     from rich.progress import Progress
 
-    from flotilla.placement.bench.report import approach_table, family_table, plot, policy_table
-    from flotilla.placement.bench.runner import QUICK, full_families, run_scenario, scenario_specs
+    from flotilla.localcluster.binaries import BinariesMissing
+    from flotilla.placement.bench.report import (
+        approach_table,
+        family_table,
+        plot,
+        policy_table,
+        real_scheduler_table,
+    )
+    from flotilla.placement.bench.runner import (
+        QUICK,
+        full_families,
+        replay_on_kwok,
+        run_scenario,
+        scenario_specs,
+    )
 
     families = full_families() if full else QUICK
     specs = list(scenario_specs(families, seed))
@@ -117,6 +171,21 @@ def bench_run(
             progress.update(task, description=f"{family.name} {spec.nodes} nodes")
             rows.append(run_scenario(family, spec, budget, workers))
             progress.advance(task)
+    replayed = 0
+    if kwok:
+        # alternate families and sizes: paper 16, constraints 16, paper 64, constraints 64, ...
+        pools = [
+            [s for f, s in specs if f.name == family and s.nodes == size]
+            for size in (16, 64)
+            for family in ("paper", "constraints")
+        ]
+        chosen = [s for group in zip(*pools, strict=False) for s in group][:kwok]
+        typer.echo(f"replaying {len(chosen)} scenarios on the real kube-scheduler (KWOK)...")
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                replayed = replay_on_kwok(rows, chosen, Path(tmp))
+        except BinariesMissing as exc:
+            typer.echo(f"skipped the real kube-scheduler: {exc}", err=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps([r.to_json() for r in rows], indent=1))
     plot(rows, out / "placement.png")
@@ -138,6 +207,8 @@ def bench_run(
             policy_table(rows),
             "## Approaches: node classes vs one class per node",
             approach_table(rows),
+            f"## The real kube-scheduler (v1.35, local control plane, KWOK nodes): {replayed} scenarios",
+            real_scheduler_table(rows),
             "![placement](placement.png)",
         ]
     )

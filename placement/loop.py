@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -73,42 +73,43 @@ class PlacementLoop:
         await self.apply(snapshot, plan)
         return plan
 
+    async def _do(self, action: Awaitable[None], what: str) -> bool:
+        """One API call; a failure (pod deleted meanwhile, namespace terminating, PDB) is logged, and
+        the rest of the plan still goes ahead: the next cycle sees the truth again."""
+        try:
+            await action
+        except Exception as exc:
+            log.warning("placement: %s failed: %s", what, str(exc).splitlines()[0] if str(exc) else exc)
+            return False
+        return True
+
     async def apply(self, snapshot: Snapshot, plan: Plan) -> None:
         pods = {p.name: p for p in (*snapshot.bound, *snapshot.pending)}
+        c = self._cluster
+        # a node with pods being evicted takes no new pod before they are gone (even if eviction failed)
         freeing: dict[str, int] = defaultdict(int)
         for e in plan.evictions:
-            await self._cluster.evict(e.pod)
             freeing[e.node] += 1
-            await self._cluster.record_event(
-                e.pod, "Preempted", f"Evicted by flotilla to place higher-tier pods on {e.node}", True
-            )
+            if await self._do(c.evict(e.pod), f"evicting {e.pod}"):
+                message = f"Evicted by flotilla to place higher-tier pods on {e.node}"
+                await self._do(c.record_event(e.pod, "Preempted", message, True), "event")
         for m in plan.moves:
-            await self._cluster.evict(m.pod)
             freeing[m.source] += 1
-            await self._cluster.record_event(
-                m.pod, "Moved", f"Evicted by flotilla to defragment {m.source}; planned on {m.target}", False
-            )
+            if await self._do(c.evict(m.pod), f"evicting {m.pod} to move it"):
+                message = f"Evicted by flotilla to defragment {m.source}; planned on {m.target}"
+                await self._do(c.record_event(m.pod, "Moved", message, False), "event")
         for b in plan.bindings:
             if freeing.get(b.node):
-                await self._cluster.record_event(
-                    b.pod,
-                    "WaitingForPreemption",
-                    f"Nominated to {b.node}; binding after {freeing[b.node]} pod(s) there terminate",
-                    False,
-                )
+                message = f"Nominated to {b.node}; binding after {freeing[b.node]} pod(s) there terminate"
+                await self._do(c.record_event(b.pod, "WaitingForPreemption", message, False), "event")
                 continue
-            await self._cluster.bind(b.pod, b.node)
-            await self._cluster.record_event(
-                b.pod,
-                "Scheduled",
-                f"Successfully assigned {b.pod} to {b.node} ({plan.approach}, {plan.status})",
-                False,
-            )
-        unplaced = set(plan.unplaced)
+            if await self._do(c.bind(b.pod, b.node), f"binding {b.pod} to {b.node}"):
+                message = f"Successfully assigned {b.pod} to {b.node} ({plan.approach}, {plan.status})"
+                await self._do(c.record_event(b.pod, "Scheduled", message, False), "event")
         for name in plan.unplaced:
             reason = explain_unplaced(snapshot, pods[name])
-            await self._cluster.record_event(name, "FailedScheduling", reason, True)
-        await self._update_fleets(snapshot, unplaced)
+            await self._do(c.record_event(name, "FailedScheduling", reason, True), "event")
+        await self._update_fleets(snapshot, set(plan.unplaced))
 
     async def _update_fleets(self, snapshot: Snapshot, unplaced: set[str]) -> None:
         """Unschedulable=True for fleets with pods left pending, False once a fleet has none left."""
@@ -126,8 +127,10 @@ class PlacementLoop:
                 first = next(p for p in snapshot.pending if p.name == stuck[0])
                 message = f"{len(stuck)} pod(s) cannot be placed: {explain_unplaced(snapshot, first)}"
 
-            await self._cluster.set_unschedulable(fleet, bool(stuck), message)
-            self._unschedulable[fleet] = bool(stuck)
+            if await self._do(
+                self._cluster.set_unschedulable(fleet, bool(stuck), message), f"{fleet} status"
+            ):
+                self._unschedulable[fleet] = bool(stuck)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Cycle on changes (batched) and every `resync_s` while pods wait, until `stop` is set."""

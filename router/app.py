@@ -9,7 +9,6 @@ import random
 import time
 from collections.abc import AsyncIterator, Sequence
 
-import httpx
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
@@ -28,6 +27,7 @@ from flotilla.router.policies import PolicyRegistry, default_registry
 from flotilla.router.prediction import LengthPredictor, ProxyPredictor
 from flotilla.router.proxy import RequestPath
 from flotilla.router.scrape import Scraper
+from flotilla.router.upstream import Upstream
 
 log = logging.getLogger("flotilla.router")
 
@@ -41,16 +41,13 @@ class Router:
         registry: CollectorRegistry,
         policies: PolicyRegistry | None = None,
         predictor: LengthPredictor | None = None,
-        client: httpx.AsyncClient | None = None,
+        client: Upstream | None = None,
     ) -> None:
         self.config = config
         self.discovery = discovery
         self.metrics = RouterMetrics(registry)
         self.table = InstanceTable(default_max_inflight=config.max_inflight_per_instance)
-        self.client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(None, connect=config.connect_timeout_s),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=2048),
-        )
+        self.client = client or Upstream(connect_timeout_s=config.connect_timeout_s)
         book = PolicyBook(policies or default_registry(), config.default_policy, config.default_policy_params)
         self.admission = Admission(
             self.table,
@@ -111,7 +108,7 @@ class Router:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.client.aclose()
+        await self.client.close()
 
     # ---- HTTP --------------------------------------------------------------------------------
 

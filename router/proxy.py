@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -28,6 +28,7 @@ from flotilla.router.features import extract
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import RequestFeatures
 from flotilla.router.prediction import LengthPredictor
+from flotilla.router.upstream import EngineUnreachable, Upstream, UpstreamResponse
 
 log = logging.getLogger("flotilla.router.request")
 
@@ -52,7 +53,7 @@ class EngineReply:
     status: int
     content_type: str
     body: bytes = b""
-    stream: httpx.Response | None = None
+    stream: UpstreamResponse | None = None
     first_chunk: bytes = b""
     chunks: AsyncIterator[bytes] | None = None
     first_byte_at: float = 0.0
@@ -96,7 +97,7 @@ class RequestPath:
     def __init__(
         self,
         admission: Admission,
-        client: httpx.AsyncClient,
+        client: Upstream,
         metrics: RouterMetrics,
         predictor: LengthPredictor,
         *,
@@ -179,34 +180,36 @@ class RequestPath:
         for attempt in range(self._max_attempts):
             lease = await self._admission.acquire(features, frozenset(tried))
             record = lease.record
-            resp: httpx.Response | None = None
+            resp: UpstreamResponse | None = None
             try:
-                req = self._client.build_request("POST", record.url + path, content=raw, headers=headers)
-                resp = await self._client.send(req, stream=True)
-                ctype = resp.headers.get("content-type", "application/json")
-                if stream and resp.status_code == 200:
-                    chunks = resp.aiter_raw()
-                    first = await anext(chunks, b"")
+                resp = await self._client.post(record.url + path, raw, headers)
+                if stream and resp.status == 200:
+                    chunks = resp.chunks()
+                    try:
+                        first = await anext(chunks, b"")
+                    except (aiohttp.ClientError, TimeoutError) as e:
+                        raise EngineUnreachable(repr(e)) from e
                     return EngineReply(
                         lease,
                         200,
-                        ctype,
+                        resp.content_type,
                         stream=resp,
                         first_chunk=first,
                         chunks=chunks,
                         first_byte_at=self._clock(),
                     )
-                data = await resp.aread()
-                await resp.aclose()
-                return EngineReply(lease, resp.status_code, ctype, body=data, first_byte_at=self._clock())
-            except httpx.TransportError as e:
+                data = await resp.read()
+                return EngineReply(
+                    lease, resp.status, resp.content_type, body=data, first_byte_at=self._clock()
+                )
+            except EngineUnreachable as e:
                 if resp is not None:
-                    await resp.aclose()
+                    resp.abort()
                 lease.release()
                 record.eject()
                 self._on_eject(record.id)
                 tried.add(record.id)
-                last_error = f"{record.id}: {type(e).__name__}"
+                last_error = f"{record.id}: {e}"
                 self._metrics.retries.labels(features.model).inc()
                 log.warning(
                     "engine unreachable, retrying elsewhere",
@@ -214,12 +217,12 @@ class RequestPath:
                         "request_id": call.rid,
                         "instance": record.id,
                         "attempt": attempt,
-                        "error": repr(e),
+                        "error": str(e),
                     },
                 )
             except BaseException:
                 if resp is not None:
-                    await resp.aclose()
+                    resp.abort()
                 lease.release()
                 raise
         raise ApiError(
@@ -240,7 +243,7 @@ class RequestPath:
                         # vLLM streams one token per event: events are the progress measure.
                         lease.progress(chunk.count(b"data: "))
                         yield chunk
-            except (httpx.TransportError, TimeoutError) as e:
+            except (aiohttp.ClientError, TimeoutError) as e:
                 status, error = (504, "timeout") if isinstance(e, TimeoutError) else (502, repr(e))
                 err = ApiError(status, f"engine stream ended abnormally: {error}").body()
                 yield b"data: " + err + b"\n\n"
@@ -248,7 +251,7 @@ class RequestPath:
             status, error = 499, "client disconnected"
             raise
         finally:
-            await reply.stream.aclose()
+            reply.stream.abort()  # a no-op once the body was read to the end
             lease.release()
             self._finish(call, status, lease, error=error)
 

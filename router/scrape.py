@@ -12,9 +12,8 @@ import logging
 import re
 from collections.abc import Callable
 
-import httpx
-
 from flotilla.router.instances import EngineSample, InstanceRecord, InstanceTable
+from flotilla.router.upstream import EngineUnreachable, Upstream
 
 log = logging.getLogger("flotilla.router.scrape")
 
@@ -70,7 +69,7 @@ class Scraper:
     def __init__(
         self,
         table: InstanceTable,
-        client: httpx.AsyncClient,
+        client: Upstream,
         *,
         interval_s: float,
         timeout_s: float,
@@ -91,10 +90,11 @@ class Scraper:
     async def _scrape(self, record: InstanceRecord) -> None:
         was_ejected = record.ejected
         try:
-            resp = await self._client.get(f"{record.url}/metrics", timeout=self._timeout)
-            resp.raise_for_status()
-            record.record_sample(parse_engine_metrics(resp.content))
-        except (httpx.HTTPError, ValueError) as e:
+            status, body = await self._client.get(f"{record.url}/metrics", self._timeout)
+            if status != 200:
+                raise EngineUnreachable(f"/metrics answered {status}")
+            record.record_sample(parse_engine_metrics(body))
+        except (EngineUnreachable, ValueError) as e:
             record.record_failure(self._eject_after)
             if record.ejected and not was_ejected:
                 log.warning("instance ejected", extra={"instance": record.id, "error": repr(e)})

@@ -234,11 +234,15 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                         "--port",
                         str(vr_port),
                         "--log-level",
-                        "warn",
+                        "warning",
                         log=workdir / "vllm-router.log",
                     )
                 )
-                await wait_ready(f"http://127.0.0.1:{vr_port}", "/health")
+                try:
+                    await wait_ready(f"http://127.0.0.1:{vr_port}", "/health")
+                except TimeoutError:
+                    print((workdir / "vllm-router.log").read_bytes()[-3000:].decode(errors="replace"))
+                    raise
                 targets.append(Target("vllm-router", [f"http://127.0.0.1:{vr_port}"]))
             else:
                 print("vllm-router not found (pip install vllm-router): comparing direct and flotilla only")

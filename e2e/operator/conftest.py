@@ -48,6 +48,7 @@ class OperatorProcess:
     kubeconfig: Path
     namespace: str
     log_dir: Path
+    name: str = "op"
     extra: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -68,14 +69,14 @@ class OperatorProcess:
             "--backoff-max=4",
             f"--lease-namespace={self.namespace}",
             "--lease-duration=3",
-            f"--identity=e2e-{self.starts}",
+            f"--identity={self.name}-{self.starts}",
             *self.extra,
         ]
 
     def start(self) -> None:
         assert self.process is None or self.process.poll() is not None, "already running"
         self.starts += 1
-        log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
+        log = (self.log_dir / f"operator-{self.name}-{self.starts}.log").open("wb")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, env=env)
 
@@ -93,25 +94,48 @@ class OperatorProcess:
         return self.process is not None and self.process.poll() is None
 
     def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("operator-*.log")))
+        logs = sorted(self.log_dir.glob(f"operator-{self.name}-*.log"))
+        return "\n".join(p.read_text(errors="replace") for p in logs)
 
 
 @pytest.fixture
-def operator(crd: str, cluster: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+def operator_factory(
+    crd: str, cluster: LocalCluster, namespace: str, tmp_path: Path
+) -> Iterator[Callable[[str], OperatorProcess]]:
+    """Make (not start) operator processes for the test's namespace; all stopped afterwards."""
+    made: list[OperatorProcess] = []
+
+    def make(name: str) -> OperatorProcess:
+        made.append(OperatorProcess(cluster.kubeconfig, namespace, tmp_path, name=name))
+        return made[-1]
+
+    yield make
+    for proc in made:
+        proc.stop()
+
+
+@pytest.fixture
+def operator(operator_factory: Callable[[str], OperatorProcess]) -> OperatorProcess:
     """The operator watching the test's namespace (its log is attached to a failing test's report)."""
-    proc = OperatorProcess(cluster.kubeconfig, namespace, tmp_path)
+    proc = operator_factory("op")
     proc.start()
-    yield proc
-    proc.stop()
+    return proc
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
     report = yield
     if report.when == "call" and report.failed:
-        proc = item.funcargs.get("operator") if hasattr(item, "funcargs") else None
+        funcargs = getattr(item, "funcargs", {})
+        proc = funcargs.get("operator")
         if isinstance(proc, OperatorProcess):
             report.sections.append(("operator log (tail)", proc.logs()[-6000:]))
+        elif "operator_factory" in funcargs:
+            logs = "\n".join(
+                p.read_text(errors="replace")
+                for p in sorted(Path(funcargs["tmp_path"]).glob("operator-*.log"))
+            )
+            report.sections.append(("operator logs (tail)", logs[-6000:]))
     return report
 
 

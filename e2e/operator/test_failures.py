@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from flotilla.api import labels
+from flotilla.localcluster.controlplane import LocalCluster
 from flotilla.localcluster.kubectl import Kubectl
-from flotilla.localcluster.nodes import NODE_NOT_READY_LABEL, POD_FAIL_LABEL
+from flotilla.localcluster.nodes import NODE_NOT_READY_LABEL, GpuNodeSpec
 from flotilla.localcluster.readiness import wait_until
 
 pytestmark = pytest.mark.e2e
 
 
 async def test_deleted_node_pods_are_recreated_elsewhere(
-    operator: Any, binder: Any, fleets: Any, kubectl: Kubectl
+    operator: Any, binder: Any, fleets: Any, kubectl: Kubectl, cluster: LocalCluster
 ) -> None:
+    # A node of this test's own (the gpu_nodes fixture would fail deleting it again afterwards).
+    (victim_node,) = await cluster.add_gpu_nodes([GpuNodeSpec(name=f"doomed-{uuid.uuid4().hex[:6]}")])
+    others = list(binder.nodes)
+    binder.nodes[:] = [victim_node]
     await fleets.create(fleets.manifest("mover", 3))
     pods = await fleets.wait_ready("mover", 3)
-    victim_node = pods[0].spec.node_name
-    lost = {p.metadata.name for p in pods if p.spec.node_name == victim_node}
-    binder.nodes.remove(victim_node)
+    lost = {p.metadata.name for p in pods}
+    assert {p.spec.node_name for p in pods} == {victim_node}
+    binder.nodes[:] = others
     kubectl("delete", "node", victim_node, "--wait=false")
+
+    async def lost_pods_gone() -> bool:
+        return not lost & {p.metadata.name for p in await fleets.pods("mover", include_deleting=True)}
+
+    await wait_until(lost_pods_gone, timeout_s=60, what="pods of the deleted node removed")
     after = await fleets.wait_ready("mover", 3, timeout_s=60)
     assert not lost & {p.metadata.name for p in after}
     assert victim_node not in {p.spec.node_name for p in after}
@@ -50,23 +62,47 @@ async def test_not_ready_node_pods_move_after_grace(
 
 
 async def test_failed_pod_is_replaced_with_backoff(
-    operator: Any, binder: Any, fleets: Any, kubectl: Kubectl, namespace: str
+    operator: Any, binder: Any, fleets: Any, api: Any, namespace: str
 ) -> None:
+    from kubernetes_asyncio.client import CoreV1Api
+
     await fleets.create(fleets.manifest("crashy", 2))
     pods = await fleets.wait_ready("crashy", 2)
     victim = pods[0]
     index = victim.metadata.labels[labels.LABEL_REPLICA]
-    kubectl.in_namespace(namespace)("label", "pod", victim.metadata.name, f"{POD_FAIL_LABEL}=true")
+    # What a kubelet reports for an evicted pod: a terminal phase. (KWOK's failure switch is not
+    # used: its pod-ready stage turns a Failed pod Running again, which no kubelet does.)
+    failed = {
+        "status": {
+            "phase": "Failed",
+            "reason": "Evicted",
+            "message": "e2e: the node was low on resource: memory",
+            "conditions": [{"type": "Ready", "status": "False", "reason": "PodFailed"}],
+            "containerStatuses": [
+                {
+                    "name": "engine",
+                    "image": victim.spec.containers[0].image,
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 137, "reason": "Evicted", "finishedAt": _now()}},
+                }
+            ],
+        }
+    }
+    await CoreV1Api(api).patch_namespaced_pod_status(
+        victim.metadata.name, namespace, failed, _content_type="application/merge-patch+json"
+    )
 
-    async def degraded() -> bool:
-        conds = {c["type"]: c for c in (await fleets.get("crashy")).get("status", {}).get("conditions", [])}
-        return (
-            conds.get("Degraded", {}).get("status") == "True"
-            or conds.get("Ready", {}).get("status") == "False"
-        )
+    async def replaced() -> bool:
+        names = {p.metadata.name for p in await fleets.pods("crashy", include_deleting=True)}
+        return victim.metadata.name not in names
 
-    await wait_until(degraded, timeout_s=30, what="the failure noticed in status")
+    await wait_until(replaced, timeout_s=30, what="the failed pod deleted after its backoff")
     after = await fleets.wait_ready("crashy", 2, timeout_s=60)
     replacement = next(p for p in after if p.metadata.labels[labels.LABEL_REPLICA] == index)
-    assert replacement.metadata.name != victim.metadata.name
     assert replacement.metadata.annotations.get("flotilla.dev/failures") == "1"
+
+
+def _now() -> str:
+    return datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -14,6 +14,7 @@ import json
 import shutil
 import ssl
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ from flotilla.localcluster.kubeconfig import render_kubeconfig, write_kubeconfig
 from flotilla.localcluster.nodeops import create_gpu_nodes, wait_default_service_account, wait_nodes_ready
 from flotilla.localcluster.nodes import H100, GpuNodeSpec, default_gpu_nodes
 from flotilla.localcluster.ports import free_ports
-from flotilla.localcluster.process import ManagedProcess
+from flotilla.localcluster.process import ManagedProcess, ProcessFailed
 from flotilla.localcluster.readiness import wait_http_ok, wait_until
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ class ClusterConfig(BaseModel):
     detached: bool = False
 
 
+PORT_ATTEMPTS = 3
+
 IDENTITIES = {
     "admin": pki.ADMIN,
     "controller-manager": pki.CONTROLLER_MANAGER,
@@ -73,7 +76,7 @@ class LocalCluster:
         self.config = config
         self.run_dir = run_dir
         self.binaries = binaries
-        ports = components.Ports(*free_ports(6))
+        ports = components.Ports(*free_ports(len(fields(components.Ports))))
         self.layout = components.Layout(run_dir=run_dir, ports=ports, binaries=binaries)
         self.processes: dict[str, ManagedProcess] = {}
 
@@ -109,24 +112,38 @@ class LocalCluster:
         await self.stop()
 
     async def start(self) -> None:
-        """Start every component and the configured GPU nodes; on failure stop what started."""
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
+        """Start every component and the configured GPU nodes; on failure stop what started.
+
+        Ports are picked free but only bound later by the components, so a busy machine may hand
+        one to someone else in between: such a start is retried from scratch on new ports.
+        """
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                await self._start()
+                return
+            except ProcessFailed as exc:
+                await self.stop()
+                if "address already in use" not in str(exc) or attempt == PORT_ATTEMPTS:
+                    raise
+                await asyncio.to_thread(shutil.rmtree, self.run_dir, True)
+                self.processes.clear()
+                ports = components.Ports(*free_ports(len(fields(components.Ports))))
+                self.layout = components.Layout(run_dir=self.run_dir, ports=ports, binaries=self.binaries)
+            except BaseException:
+                await self.stop()
+                raise
 
     async def _start(self) -> None:
         timeout = self.config.start_timeout_s
         self.run_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self._write_credentials)
-        async with httpx.AsyncClient(verify=False) as insecure:  # self-signed health ports
+        async with httpx.AsyncClient(verify=False, trust_env=False) as insecure:  # self-signed
             etcd = self._spawn("etcd", components.etcd_argv(self.layout))
             await wait_until(
                 lambda: self._etcd_healthy(insecure), timeout_s=timeout, what="etcd /health", process=etcd
             )
             apiserver = self._spawn("kube-apiserver", components.apiserver_argv(self.layout))
-            async with httpx.AsyncClient(verify=self.admin_ssl_context()) as admin:
+            async with httpx.AsyncClient(verify=self.admin_ssl_context(), trust_env=False) as admin:
                 await wait_http_ok(admin, f"{self.server}/readyz", timeout_s=timeout, process=apiserver)
             kcm = self._spawn(
                 "kube-controller-manager",
@@ -161,7 +178,7 @@ class LocalCluster:
             return
         scheduler = self._spawn("kube-scheduler", components.scheduler_argv(self.layout))
         url = f"https://{components.HOST}:{self.layout.ports.scheduler}/healthz"
-        async with httpx.AsyncClient(verify=False) as insecure:
+        async with httpx.AsyncClient(verify=False, trust_env=False) as insecure:
             await wait_http_ok(insecure, url, timeout_s=self.config.start_timeout_s, process=scheduler)
         self._write_state()
 

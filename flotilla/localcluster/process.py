@@ -92,7 +92,9 @@ class ManagedProcess:
     log_path: Path
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
-    # False only for `flotilla cluster up`, whose processes must outlive the command.
+    # False only for `flotilla cluster up`, whose processes must outlive the command. Linux sends
+    # the signal when the *thread* that started the child ends: call `start` from the event
+    # loop's thread, never from `asyncio.to_thread`.
     die_with_parent: bool = True
     popen: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     start_time: int | None = field(default=None, init=False)

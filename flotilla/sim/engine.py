@@ -61,6 +61,7 @@ class Seq:
     admitted_at: float = -1.0
     preemptions: int = 0
     hit_tokens: int = 0
+    """Prompt tokens found in the prefix cache at its last admission."""
 
 
 class EngineModel:
@@ -163,29 +164,28 @@ class EngineModel:
                 pairs += n * (pre.nc + n)
             preempted = preempted or self.preemptions != before
         while not preempted and budget > 0 and len(self.running) < self.max_seqs:
-            s = self._peek()
-            if s is None:
+            w = self._peek()
+            if w is None:
                 break
-            num_tokens = s.prompt + s.out
-            if s.nc == 0 and s.nblocks == 0:
-                self._lookup(s, num_tokens)
-            n = min(num_tokens - s.nc, budget)
-            if not self._grow(s, s.nc + n):
-                self.kv.release(s.held, s.private)
-                s.held, s.private, s.nblocks, s.nc, s.next_unit, s.hit_tokens = [], 0, 0, 0, 0, 0
+            num_tokens = w.prompt + w.out
+            if w.nc == 0 and w.nblocks == 0:
+                self._lookup(w, num_tokens)
+            n = min(num_tokens - w.nc, budget)
+            if not self._grow(w, w.nc + n):
+                self._release(w)
                 break
             self._pop()
             self.prefix_queries += num_tokens
-            self.prefix_hits += s.hit_tokens
-            self.running[s] = None
-            s.pos = self._pos
+            self.prefix_hits += w.hit_tokens
+            self.running[w] = None
+            w.pos = self._pos
             self._pos += 1
-            if s.admitted_at < 0:
-                s.admitted_at = now
-            sched.append((s, n))
+            if w.admitted_at < 0:
+                w.admitted_at = now
+            sched.append((w, n))
             budget -= n
             prefill += n
-            pairs += n * (s.nc + n)
+            pairs += n * (w.nc + n)
         n_dec = self.n_dec
         if not sched and n_dec == 0:
             return 0.0
@@ -345,7 +345,7 @@ class EngineModel:
 
     def _release(self, s: Seq) -> None:
         self.kv.release(s.held, s.private)
-        s.held, s.private, s.nblocks, s.nc, s.next_unit, s.hit_tokens = [], 0, 0, 0, 0, 0
+        s.held, s.private, s.nblocks, s.nc, s.next_unit = [], 0, 0, 0, 0
 
     # ---- the waiting queue ---------------------------------------------------------------------
 

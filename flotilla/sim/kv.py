@@ -43,7 +43,7 @@ class KvModel:
         return self.num_blocks - self.free - self._lru_blocks
 
     def allocate(self, n: int) -> bool:
-        """Take `n` blocks, evicting LRU cached units if needed; False (and nothing taken) if they do not fit."""
+        """Take `n` blocks, evicting LRU cached units if needed; False (taking nothing) if they do not fit."""
         if n > self.free + self._lru_blocks:
             return False
         while self.free < n:

@@ -69,7 +69,9 @@ class SimRouter:
         predicted_remaining: Callable[[int], float],
     ) -> None:
         table = InstanceTable(default_max_inflight=max_inflight)
-        table.update(InstanceSpec(id=f"i{j:03d}", url=f"http://sim-{j}", model=model) for j in range(instances))
+        table.update(
+            InstanceSpec(id=f"i{j:03d}", url=f"http://sim-{j}", model=model) for j in range(instances)
+        )
         self.records: list[InstanceRecord] = [r for r in table.all()]
         self._index = {r.id: j for j, r in enumerate(self.records)}
         self.policy = policy

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flotilla.profiles import EngineLimits, StepTimeProfile
 from flotilla.router import features as router_features
 from flotilla.router.instances import EngineSample
-from flotilla.router.policies import RequestFeatures, default_registry
+from flotilla.router.policies import PolicyRegistry, RequestFeatures, default_registry
 from flotilla.router.prediction import ProxyPredictor
 from flotilla.router.predictor.queue_order import ShortestPredictedFirst
 from flotilla.sim.engine import EngineModel, Seq
@@ -84,7 +84,9 @@ def check_fits(requests: Sequence[SimRequest], limits: EngineLimits) -> None:
     for r in requests:
         total = min(r.prompt_tokens + max(1, r.output_tokens), limits.max_model_len)
         if r.prompt_tokens >= limits.max_model_len or -(-total // limits.block_size) > limits.kv_cache_blocks:
-            raise ValueError(f"request {r.id} ({r.prompt_tokens}+{r.output_tokens} tokens) does not fit {limits}")
+            raise ValueError(
+                f"request {r.id} ({r.prompt_tokens}+{r.output_tokens} tokens) does not fit {limits}"
+            )
 
 
 def simulate(
@@ -93,11 +95,14 @@ def simulate(
     limits: EngineLimits,
     scenario: Scenario,
     config: SimConfig,
+    *,
+    policies: PolicyRegistry | None = None,
 ) -> RunResult:
+    """Run `requests` through the fleet; `policies` defaults to the router's own registry."""
     n = len(requests)
     m = config.instances
     engines = [EngineModel(profile, limits, priority=scenario.engine_priority) for _ in range(m)]
-    policy = default_registry().build(scenario.policy, scenario.params)
+    policy = (policies or default_registry()).build(scenario.policy, scenario.params)
     check_fits(requests, limits)
     # As the router does: predict once per request on arrival, carried in the features.
     features = [features_of(r, config.model) for r in requests]

@@ -153,3 +153,36 @@ def at_rate(requests: list[SimRequest], rate: float) -> list[SimRequest]:
         return [replace(r, arrival=0.0) for r in requests]
     scale = (len(requests) - 1) / span / rate
     return [replace(r, arrival=(r.arrival - t0) * scale) for r in requests]
+
+
+def extend_to(w: Workload, n: int) -> Workload:
+    """The trace played again after itself until it has `n` requests (for sizing runs past a trace).
+
+    Each repetition gets fresh request ids, parents and prefix ids, so it shares no cache with the
+    earlier ones: more traffic of the same shape, not the same users again.
+    """
+    base = w.requests
+    if n <= len(base):
+        head = base[:n]
+        return Workload(w.name, head, w.clipped, sum(r.parent is not None for r in head))
+    times = [r.arrival for r in base]
+    period = max(times) - min(times) + (max(times) - min(times)) / max(1, len(base) - 1)
+    id_span = max((max(r.prefix_ids, default=0) for r in base), default=0) + 1
+    out: list[SimRequest] = []
+    rep = 0
+    while len(out) < n:
+        for r in base:
+            if len(out) >= n:
+                break
+            shift = rep * len(base)
+            out.append(
+                replace(
+                    r,
+                    id=r.id + shift,
+                    arrival=r.arrival + rep * period,
+                    prefix_ids=tuple(p + rep * id_span for p in r.prefix_ids),
+                    parent=None if r.parent is None else r.parent + shift,
+                )
+            )
+        rep += 1
+    return Workload(f"{w.name}x{rep}", out, w.clipped * rep, sum(r.parent is not None for r in out))

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
+from pathlib import Path
 
 from flotilla.placement.bench.scenarios import ScenarioSpec, generate
 from flotilla.placement.bestfit import schedule_best_fit
@@ -167,6 +168,30 @@ def run_scenario(family: Family, spec: ScenarioSpec, budget_s: float, workers: i
         pending=len(snap.pending),
         results=results,
     )
+
+
+def replay_on_kwok(rows: list[ScenarioResult], specs: list[ScenarioSpec], run_dir: Path) -> int:
+    """Replay the scenarios of `specs` on the real kube-scheduler; adds its result to `rows`."""
+    import asyncio
+
+    from flotilla.placement.bench.kwokreplay import replay, with_cluster
+
+    by_seed = {(r.family, r.seed): r for r in rows}
+
+    async def work(cluster: object) -> int:
+        done = 0
+        for spec in specs:
+            row = by_seed.get((spec.family, spec.seed))
+            if row is None:
+                continue
+            snap = generate(spec)
+            plan = await replay(cluster, snap)
+            row.results.append(_record(plan.approach, snap, plan, plan.seconds))
+            done += 1
+        return done
+
+    done: int = asyncio.run(with_cluster(run_dir, work))
+    return done
 
 
 def default_workers() -> int:

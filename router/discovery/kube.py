@@ -111,16 +111,18 @@ class KubeDiscovery:
         self._published: list[InstanceSpec] | None = None
 
     async def _default_client(self) -> Any:
+        """An ApiClient with its own Configuration (kubernetes_asyncio's default one is a global)."""
         from kubernetes_asyncio import client, config
 
+        cfg = client.Configuration()
         if self._config.kubeconfig:
-            await config.load_kube_config(config_file=self._config.kubeconfig)
+            await config.load_kube_config(config_file=self._config.kubeconfig, client_configuration=cfg)
         else:
             try:
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
+                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             except config.ConfigException:
-                await config.load_kube_config()
-        return client.ApiClient()
+                await config.load_kube_config(client_configuration=cfg)
+        return client.ApiClient(configuration=cfg)
 
     async def run(self, on_update: OnUpdate) -> None:
         from kubernetes_asyncio import client

@@ -7,7 +7,8 @@ What the router uses (everything numpy + tokenizers; torch only trains):
 - `BatchingPredictor`: `await bp.predict(RequestFeatures(text, prompt_tokens, max_tokens))` from
   the event loop; micro-batches in one worker thread. Returns `Predicted(prediction, features)`.
 - `FeatureLog` + `refit`: record (features, real output tokens) per model; a refit head replaces
-  the current one only if its tau on the most recent traffic is not worse.
+  the current one only if its tau on the most recent traffic is not worse; `OnlineRefitter` runs
+  that periodically in the router and swaps accepted heads into the BatchingPredictor.
 - `ShortestPredictedFirst`: the wait-queue order (predicted shortest first, aging, a hard
   starvation bound), shaped like the router's `WaitQueue` plug-in.
 
@@ -16,6 +17,7 @@ Heavy modules (`finetune`, `sweep`) are not imported here.
 
 from flotilla.router.predictor.batching import BatchingParams, BatchingPredictor, Predicted
 from flotilla.router.predictor.feature_log import FeatureLog, LogSnapshot
+from flotilla.router.predictor.online import OnlineRefitter
 from flotilla.router.predictor.predictor import (
     LearnedPredictor,
     Prediction,
@@ -32,6 +34,7 @@ __all__ = [
     "FeatureLog",
     "LearnedPredictor",
     "LogSnapshot",
+    "OnlineRefitter",
     "Predicted",
     "Prediction",
     "Predictor",

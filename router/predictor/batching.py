@@ -43,7 +43,7 @@ class Predicted:
 class BatchingParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_batch: int = Field(32, ge=1)
+    max_batch: int = Field(8, ge=1)
     max_wait_s: float = Field(0.002, ge=0.0)
     # BLAS threads for the encoder. Its matrices are small: on a busy 2-core machine one thread
     # measured ~10x less CPU per request than OpenBLAS's default pool. Process-wide (a BLAS limit).

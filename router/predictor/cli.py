@@ -84,7 +84,12 @@ def evaluate(
 ) -> None:
     """Held-out tau (per source), calibration and CPU cost of the shipped predictors."""
     from flotilla.router.predictor import data
-    from flotilla.router.predictor.evaluate import baseline_rows, evaluate_predictor, measure_latency
+    from flotilla.router.predictor.evaluate import (
+        baseline_rows,
+        evaluate_predictor,
+        measure_added_latency,
+        measure_latency,
+    )
     from flotilla.router.predictor.predictor import LearnedPredictor
     from flotilla.router.predictor.report import plot, render
 
@@ -102,7 +107,8 @@ def evaluate(
             "size_bytes": {p.name: p.stat().st_size for p in sorted(pred.artifact.path.iterdir())},
             "baselines": baseline_rows(held, parts[data.Part.CALIBRATE]),
             "predictor": evaluate_predictor(pred, held),
-            "latency": measure_latency(pred, held, n=latency_n),
+            "latency": measure_latency(pred, held, n=latency_n)
+            | measure_added_latency(pred, held, n=latency_n),
         }
     sweep_results = json.loads(sweep.read_text()) if sweep.is_file() else {}
     out.mkdir(parents=True, exist_ok=True)

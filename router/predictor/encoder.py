@@ -78,13 +78,34 @@ class NumpyEncoder:
         return int(self.pos.shape[0])
 
     def __call__(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
+        """Pooled vectors in input order. Sequences are grouped by length so that padding (pure
+        waste: the cost is per token) stays small when short and long prompts share a batch."""
+        if not seqs:
+            return np.zeros((0, HIDDEN), dtype=np.float32)
+        longest = max(len(s) for s in seqs)
+        if longest > self.max_len:
+            raise ValueError(f"sequence of {longest} ids is longer than the encoder's {self.max_len}")
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        out = np.empty((len(seqs), HIDDEN), dtype=np.float32)
+        start = 0
+        while start < len(order):
+            # Extend the group while padding everything to its longest member wastes < 25%.
+            end = start + 1
+            while end < len(order) and len(seqs[order[end]]) * (end + 1 - start) <= 1.25 * sum(
+                len(seqs[i]) for i in order[start : end + 1]
+            ):
+                end += 1
+            group = order[start:end]
+            out[group] = self._pooled([seqs[i] for i in group])
+            start = end
+        return out
+
+    def _pooled(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
         ids, mask = text.pad_batch(seqs)
-        if ids.shape[1] > self.max_len:
-            raise ValueError(f"sequence of {ids.shape[1]} ids is longer than the encoder's {self.max_len}")
         b, t = ids.shape
         x = _layer_norm(self.word[self.vocab(ids)] + self.pos[:t], *self.ln).reshape(b * t, HIDDEN)
         bias = ((1.0 - mask) * -1e4)[:, None, None, :].astype(np.float32)
         for layer in self.layers:
             x = layer(x, bias)
         pooled: np.ndarray = (x.reshape(b, t, HIDDEN) * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
-        return pooled.astype(np.float32)
+        return pooled

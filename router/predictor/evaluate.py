@@ -106,3 +106,45 @@ def _measure(predictor: LearnedPredictor, feats: list[RequestFeatures], batch: i
         f"batch{batch}_wall_p50_ms": float(np.percentile(b_wall, 50) * ms),
         f"batch{batch}_wall_p99_ms": float(np.percentile(b_wall, 99) * ms),
     }
+
+
+async def _serve_poisson(
+    predictor: LearnedPredictor, feats: list[RequestFeatures], rate_per_s: float, seed: int
+) -> list[float]:
+    import asyncio
+
+    from flotilla.router.predictor.batching import BatchingPredictor
+
+    rng = np.random.default_rng(seed)
+    delays: list[float] = []
+
+    async def one(f: RequestFeatures) -> None:
+        t = time.perf_counter()
+        await bp.predict(f)
+        delays.append(time.perf_counter() - t)
+
+    async with BatchingPredictor(predictor) as bp:
+        tasks = []
+        for f in feats:
+            await asyncio.sleep(float(rng.exponential(1.0 / rate_per_s)))
+            tasks.append(asyncio.create_task(one(f)))
+        await asyncio.gather(*tasks)
+    return delays
+
+
+def measure_added_latency(
+    predictor: LearnedPredictor,
+    records: Sequence[PromptRecord],
+    rates: Sequence[float] = (20.0, 100.0),
+    n: int = 300,
+) -> dict[str, float]:
+    """What prediction adds to a request in the router: submit to result through BatchingPredictor,
+    requests arriving as a Poisson process (wall time, so it includes queueing behind a batch)."""
+    import asyncio
+
+    out = {}
+    for rate in rates:
+        d = np.array(asyncio.run(_serve_poisson(predictor, features_of(records[:n]), rate, seed=0))) * 1e3
+        out[f"added_p50_ms_at_{rate:g}_rps"] = float(np.percentile(d, 50))
+        out[f"added_p99_ms_at_{rate:g}_rps"] = float(np.percentile(d, 99))
+    return out

@@ -38,6 +38,11 @@ class FinetuneConfig(BaseModel):
     embed_rank: int | None = None
     # Keep only the most important feed-forward units (2/3 of a layer's FLOPs are its FFN).
     ffn_keep: int | None = None
+    # A "wide" linear part over hashed n-grams of the whole prompt (the encoder sees `keep` tokens).
+    wide_buckets: int | None = None
+    # Multi-task: also rank the other serving model's lengths on its training prompts, with a
+    # second head on the same encoder (the two models' log lengths correlate at ~0.76).
+    joint: bool = False
     epochs: int = 12
     batch: int = 32
     lr_encoder: float = 1e-4
@@ -52,7 +57,9 @@ class FinetuneConfig(BaseModel):
         ffn = f"-F{self.ffn_keep}" if self.ffn_keep else ""
         lr = "" if self.lr_encoder == 1e-4 else f"-lr{self.lr_encoder:g}"
         ep = "" if self.epochs == 12 else f"-e{self.epochs}"
-        return f"{self.head}-L{self.layers}-T{self.keep}{ffn}{rank}{lr}{ep}{frozen}"
+        wide = "-wide" if self.wide_buckets else ""
+        joint = "-joint" if self.joint else ""
+        return f"{self.head}-L{self.layers}-T{self.keep}{ffn}{rank}{lr}{ep}{wide}{joint}{frozen}"
 
     @property
     def cost(self) -> float:
@@ -168,7 +175,12 @@ def build_model(base: dict[str, np.ndarray], kept: np.ndarray, cfg: FinetuneConf
                 self.ln.bias.copy_(torch.from_numpy(base["embeddings.LayerNorm.bias"]))
             self.layers = nn.ModuleList(Layer(i) for i in range(cfg.layers))
             out = N_BUCKETS if cfg.head == "classifier" else 1
-            self.head = nn.Linear(hidden + text.N_CHEAP, out)
+            self.wide = None
+            if cfg.wide_buckets:
+                self.wide = nn.Embedding(cfg.wide_buckets, 1)
+                nn.init.zeros_(self.wide.weight)
+            self.head = nn.Linear(hidden + text.N_CHEAP + (1 if cfg.wide_buckets else 0), out)
+            self.aux_head = nn.Linear(self.head.in_features, out) if cfg.joint else None
             self.drop = nn.Dropout(cfg.dropout)
 
         def encode(self, ids: Any, mask: Any) -> Any:
@@ -181,13 +193,18 @@ def build_model(base: dict[str, np.ndarray], kept: np.ndarray, cfg: FinetuneConf
                 x = layer(x, bias)
             return (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
 
-        def forward(self, ids: Any, mask: Any, cheap: Any) -> Any:
-            return self.head(torch.cat([self.encode(ids, mask), cheap], dim=1))
+        def forward(self, *inputs: Any, aux: bool = False) -> Any:
+            ids, mask, cheap, wide_ids, wide_w = inputs
+            parts = [self.encode(ids, mask), cheap]
+            if self.wide is not None:
+                parts.append((self.wide(wide_ids)[..., 0] * wide_w).sum(1, keepdim=True))
+            head: Any = self.aux_head if aux else self.head
+            return head(torch.cat(parts, dim=1))
 
     model = Ranker()
     if not cfg.train_encoder:
         for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith("head."))
+            p.requires_grad_(name.startswith(("head.", "wide.", "aux_head.")))
     return model
 
 
@@ -222,10 +239,15 @@ def finetune(
     parts: dict[Part, list[PromptRecord]],
     cfg: FinetuneConfig,
     model_dir: Path,
+    *,
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    aux: Sequence[PromptRecord] = (),
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Train one variant; returns the artifact's weight arrays and its metrics (calibrate/heldout)."""
+    """Train one variant; returns the artifact's weight arrays and its metrics (calibrate/heldout).
+
+    `aux`: the other serving model's fit prompts, used when cfg.joint (never its held-out ones:
+    the split is by prompt id, the same for both models)."""
     torch = _torch()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -233,27 +255,35 @@ def finetune(
     vocab_size = base["embeddings.word_embeddings.weight"].shape[0]
     tok_file = model_dir / "tokenizer.json"
     seqs = {p: tokenize_records(tok_file, parts[p], cfg.keep) for p in Part}
-    kept = text.VocabMap.keep_from(seqs[Part.FIT] + seqs[Part.CALIBRATE], vocab_size)
+    aux = list(aux) if cfg.joint else []
+    aux_seqs = tokenize_records(tok_file, aux, cfg.keep) if aux else []
+    kept = text.VocabMap.keep_from(seqs[Part.FIT] + seqs[Part.CALIBRATE] + aux_seqs, vocab_size)
     vmap = text.VocabMap(kept, vocab_size)
 
-    def tensors(p: Part) -> tuple[Any, Any, Any]:
-        ids, mask = text.pad_batch(seqs[p])
-        cheap = np.stack([text.cheap_features(r.text, r.input_tokens) for r in parts[p]])
-        return (
-            torch.from_numpy(vmap(ids)).to(device),
-            torch.from_numpy(mask).to(device),
-            torch.from_numpy(cheap).to(device),
-        )
+    def tensors_of(records: Sequence[PromptRecord], id_lists: list[list[int]]) -> tuple[Any, ...]:
+        ids, mask = text.pad_batch(id_lists)
+        cheap = np.stack([text.cheap_features(r.text, r.input_tokens) for r in records])
+        grams = [text.wide_ids(r.text, cfg.wide_buckets or 1) for r in records]
+        wide_ids = np.zeros((len(grams), max(1, *(len(g) for g in grams))), dtype=np.int64)
+        wide_w = np.zeros(wide_ids.shape, dtype=np.float32)
+        for i, g in enumerate(grams):
+            wide_ids[i, : len(g)] = g
+            wide_w[i, : len(g)] = 1.0 / np.sqrt(max(len(g), 1))
+        return tuple(torch.from_numpy(a).to(device) for a in (vmap(ids), mask, cheap, wide_ids, wide_w))
 
-    data = {p: tensors(p) for p in Part}
+    data = {p: tensors_of(parts[p], seqs[p]) for p in Part}
     y_fit = torch.tensor(np.log([r.mean_output for r in parts[Part.FIT]]), dtype=torch.float32, device=device)
+    aux_data = tensors_of(aux, aux_seqs) if aux else ()
+    y_aux = torch.tensor(np.log([r.mean_output for r in aux]), dtype=torch.float32, device=device)
     qs = np.quantile(y_fit.cpu().numpy(), np.linspace(0, 1, N_BUCKETS + 1))
     edges = torch.tensor(qs[1:-1], dtype=torch.float32, device=device)
     centers = torch.tensor((qs[1:] + qs[:-1]) / 2, dtype=torch.float32, device=device)
 
     model = build_model(base, kept, cfg).to(device)
-    head_params = list(model.head.parameters())
-    enc_params = [p for n, p in model.named_parameters() if not n.startswith("head.") and p.requires_grad]
+    # The head and the wide part start from zero or near it: they get the larger learning rate.
+    fresh = ("head.", "wide.", "aux_head.")
+    head_params = [p for n, p in model.named_parameters() if n.startswith(fresh)]
+    enc_params = [p for n, p in model.named_parameters() if not n.startswith(fresh) and p.requires_grad]
     groups = [{"params": head_params, "lr": cfg.lr_head}]
     if enc_params:
         groups.append({"params": enc_params, "lr": cfg.lr_encoder})
@@ -270,9 +300,8 @@ def finetune(
         model.eval()
         out = []
         with torch.no_grad():
-            ids, mask, cheap = data[p]
-            for i in range(0, len(ids), 256):
-                o = model(ids[i : i + 256], mask[i : i + 256], cheap[i : i + 256])
+            for i in range(0, len(data[p][0]), 256):
+                o = model(*(t[i : i + 256] for t in data[p]))
                 out.append(score_of(o, cfg, centers).float().cpu().numpy())
         model.train()
         return np.concatenate(out)
@@ -283,10 +312,16 @@ def finetune(
         perm = rng.permutation(n_fit)
         for s in range(steps_per_epoch):
             idx = torch.from_numpy(perm[s * cfg.batch : (s + 1) * cfg.batch]).to(device)
-            ids, mask, cheap = (t[idx] for t in data[Part.FIT])
+            ids, mask, cheap, wide_ids, wide_w = (t[idx] for t in data[Part.FIT])
             width = int(mask.sum(1).max().item())
-            out = model(ids[:, :width], mask[:, :width], cheap)
+            out = model(ids[:, :width], mask[:, :width], cheap, wide_ids, wide_w)
             loss = _loss(out, y_fit[idx], cfg, edges)
+            if aux:
+                j = torch.from_numpy(rng.choice(len(aux), cfg.batch, replace=False)).to(device)
+                a_ids, a_mask, a_cheap, a_wide, a_w = (t[j] for t in aux_data)
+                a_width = int(a_mask.sum(1).max().item())
+                a_out = model(a_ids[:, :a_width], a_mask[:, :a_width], a_cheap, a_wide, a_w, aux=True)
+                loss = loss + _loss(a_out, y_aux[j], cfg, edges)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -339,6 +374,8 @@ def export_weights(model: Any, kept: np.ndarray, cfg: FinetuneConfig) -> dict[st
             out[f"l{i}.{name}_b"] = sd[p + name + ".bias"]
         for name in ("ln1", "ln2"):
             out[f"l{i}.{name}_w"], out[f"l{i}.{name}_b"] = sd[p + name + ".weight"], sd[p + name + ".bias"]
+    if cfg.wide_buckets:
+        out["wide"] = sd["wide.weight"][:, 0]
     if cfg.head != "classifier":
         out["head_w"], out["head_b"] = sd["head.weight"][0], sd["head.bias"]
     return out

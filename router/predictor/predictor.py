@@ -53,6 +53,8 @@ class LearnedPredictor:
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.encoder = NumpyEncoder(art.weights, spec.vocab_size, spec.layers)
+        wide = art.weights.get("wide")
+        self._wide = None if wide is None else np.asarray(wide, dtype=np.float32)
         self._set_head(head or art.head)
 
     def _set_head(self, head: HeadSpec) -> None:
@@ -82,8 +84,14 @@ class LearnedPredictor:
         if not batch:
             return np.zeros((0, len(self._w)), dtype=np.float32)
         pooled = self.encoder(self.token_ids([r.text for r in batch]))
-        cheap = np.stack([text.cheap_features(r.text, r.prompt_tokens) for r in batch])
-        return np.concatenate([pooled, cheap], axis=1)
+        cols = [pooled, np.stack([text.cheap_features(r.text, r.prompt_tokens) for r in batch])]
+        if self._wide is not None:
+            wide = []
+            for r in batch:
+                ids = text.wide_ids(r.text, len(self._wide))
+                wide.append(self._wide[ids].sum() / np.sqrt(max(len(ids), 1)))
+            cols.append(np.array(wide, dtype=np.float32)[:, None])
+        return np.concatenate(cols, axis=1)
 
     def score_embedded(self, z: np.ndarray) -> np.ndarray:
         out: np.ndarray = z @ self._w + self._b

@@ -24,24 +24,32 @@ from flotilla.router.predictor.weights import BASE_ENCODER
 # shapes (layers, kept tokens, FFN units) trade tau for CPU cost; two references bound the gain
 # (six fine-tuned layers over 128 tokens, and the frozen encoder with only the head trained).
 F = FinetuneConfig
+WIDE = 1 << 18
 DEFAULT_VARIANTS: tuple[FinetuneConfig, ...] = (
     F(head="listmle", layers=2, keep=48, ffn_keep=768),
+    F(head="listmle", layers=2, keep=48, ffn_keep=768, joint=True),
+    F(head="listmle", layers=2, keep=48, ffn_keep=768, wide_buckets=WIDE),
     F(head="regression", layers=2, keep=48, ffn_keep=768),
     F(head="pairwise", layers=2, keep=48, ffn_keep=768),
     F(head="classifier", layers=2, keep=48, ffn_keep=768),
     F(head="listmle", layers=6, keep=128),
     F(head="listmle", layers=6, keep=128, train_encoder=False, lr_head=1e-2),
-    F(head="listmle", layers=2, keep=48),
     F(head="listmle", layers=1, keep=64),
     F(head="listmle", layers=2, keep=32),
     F(head="listmle", layers=3, keep=32, ffn_keep=768),
-    F(head="listmle", layers=2, keep=64, ffn_keep=512),
+    F(head="listmle", layers=2, keep=48, ffn_keep=768, joint=True, wide_buckets=WIDE),
+    F(head="listmle", layers=1, keep=64, joint=True),
     F(head="listmle", layers=2, keep=48, ffn_keep=768, lr_encoder=3e-4),
     F(head="listmle", layers=2, keep=48, ffn_keep=768, epochs=24),
-    F(head="listmle", layers=1, keep=96, ffn_keep=768),
+    F(head="listmle", layers=2, keep=64, ffn_keep=512),
     F(head="listmle", layers=1, keep=128, ffn_keep=512),
+    F(head="listmle", layers=1, keep=96, ffn_keep=768),
+    F(head="listmle", layers=1, keep=64, wide_buckets=WIDE),
+    F(head="listmle", layers=6, keep=128, joint=True),
+    F(head="regression", layers=2, keep=48, ffn_keep=768, wide_buckets=WIDE),
     F(head="regression", layers=1, keep=64),
     F(head="listmle", layers=2, keep=48, ffn_keep=768, embed_rank=96),
+    F(head="listmle", layers=2, keep=48),
     F(head="listmle", layers=3, keep=64),
 )
 # Per-request cost budget in FinetuneConfig.cost units: 2 full layers over 50 ids measured ~6 ms of
@@ -70,8 +78,12 @@ def run_sweep(
     report: dict[str, Any] = {}
     per_model = budget_s / len(models)
     tokenizer_json = (encoder_dir / "tokenizer.json").read_text()
+    all_parts = {
+        m: data.split_records(data.load_castillo(data.model_path(m, data_dir))) for m in data.MODEL_FILES
+    }
     for model in models:
-        parts = data.split_records(data.load_castillo(data.model_path(model, data_dir)))
+        parts = all_parts[model]
+        aux = [r for m, p in all_parts.items() if m != model for r in p[data.Part.FIT]]
         deadline = time.monotonic() + per_model
         results: list[dict[str, Any]] = []
         kept: list[tuple[float, FinetuneConfig, dict[str, np.ndarray], dict[str, Any]]] = []
@@ -79,7 +91,7 @@ def run_sweep(
             if time.monotonic() > deadline:
                 log(f"{model}: budget spent, skipping {cfg.name}")
                 continue
-            weights, res = finetune(parts, cfg, encoder_dir, device, log)
+            weights, res = finetune(parts, cfg, encoder_dir, device=device, log=log, aux=aux)
             results.append({k: v for k, v in res.items() if not k.endswith("_scores")})
             if servable(cfg):
                 kept.append((res["calibrate_tau"], cfg, weights, res))

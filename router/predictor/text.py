@@ -8,6 +8,9 @@ serving model's tokens, characters) ride along and go straight to the head.
 
 from __future__ import annotations
 
+import itertools
+import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -104,3 +107,23 @@ class VocabMap:
         for ids in id_lists:
             seen[list(ids)] = True
         return np.flatnonzero(seen)
+
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+WIDE_CHARS = 1200
+WIDE_MAX = 768
+
+
+def wide_ids(text: str, buckets: int) -> np.ndarray:
+    """Hashed word unigrams and bigrams of (both ends of) the whole prompt, for the "wide" part.
+
+    The encoder sees only `keep` tokens; this bag of n-grams sees up to WIDE_CHARS characters at
+    each end. crc32, not Python's salted hash, so training and serving agree across processes.
+    """
+    if len(text) > 2 * WIDE_CHARS:
+        text = text[:WIDE_CHARS] + " " + text[-WIDE_CHARS:]
+    words = _WORD.findall(text.lower())
+    grams = [w.encode() for w in words] + [f"{a} {b}".encode() for a, b in itertools.pairwise(words)]
+    if len(grams) > WIDE_MAX:
+        grams = grams[: WIDE_MAX // 2] + grams[-WIDE_MAX // 2 :]
+    return np.array([zlib.crc32(g) % buckets for g in grams], dtype=np.int64)

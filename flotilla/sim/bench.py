@@ -1,0 +1,209 @@
+"""The policy comparison: every scenario x every load x every workload, in one run.
+
+Each workload is loaded once; for each load its arrival times are rescaled to that fraction of the
+fleet's capacity as measured in the simulator (`flotilla.sim.capacity`), and every scenario
+replays exactly the same requests with the same seed, so differences between rows are the
+policies' alone. Results are a markdown table (absolute numbers, and ratios to round robin) and
+latency-vs-load plots.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flotilla.profiles import EngineLimits, StepTimeProfile
+from flotilla.sim.capacity import instance_capacity, measured_capacity
+from flotilla.sim.metrics import Slo, Summary, summarize
+from flotilla.sim.scenario import Scenario
+from flotilla.sim.simulator import SimConfig, simulate
+from flotilla.sim.workloads import Workload, at_rate
+
+
+@dataclass(frozen=True)
+class Row:
+    workload: str
+    load: float
+    scenario: str
+    rate_rps: float
+    """Offered rate: `load` x the fleet's measured capacity."""
+    capacity_rps: float
+    """The fleet's measured capacity on this workload (`capacity.measured_capacity`)."""
+    analytic_rps: float
+    """The profile-only estimate of the same (`capacity.instance_capacity`), as a cross-check."""
+    wall_s: float
+    summary: Summary
+    load_times: np.ndarray = field(repr=False, compare=False)
+    """Scrape times, and the requests on each instance at each (for the load-over-time plot)."""
+    loads: np.ndarray = field(repr=False, compare=False)
+
+
+def sweep(
+    workloads: Sequence[Workload],
+    loads: Sequence[float],
+    lineup: Sequence[Scenario],
+    *,
+    profile: StepTimeProfile,
+    limits: EngineLimits,
+    config: SimConfig,
+    slo: Slo,
+    on_run: Callable[[Row], None] = lambda row: None,
+) -> list[Row]:
+    rows: list[Row] = []
+    for w in workloads:
+        analytic = instance_capacity(w.requests, profile, limits) * config.instances
+        capacity = measured_capacity(w.requests, profile, limits, config.instances) * config.instances
+        for load in loads:
+            requests = at_rate(w.requests, load * capacity)
+            for sc in lineup:
+                start = time.perf_counter()
+                result = simulate(requests, profile, limits, sc, config)
+                row = Row(
+                    w.name,
+                    load,
+                    sc.name,
+                    load * capacity,
+                    capacity,
+                    analytic,
+                    time.perf_counter() - start,
+                    summarize(result, slo),
+                    result.load_times,
+                    result.loads,
+                )
+                rows.append(row)
+                on_run(row)
+    return rows
+
+
+_COLUMNS = (
+    ("e2e mean s", "e2e_mean", "{:.2f}"),
+    ("e2e p99 s", "e2e_p99", "{:.2f}"),
+    ("TTFT mean s", "ttft_mean", "{:.3f}"),
+    ("TTFT p99 s", "ttft_p99", "{:.2f}"),
+    ("TPOT mean ms", "tpot_mean", "{:.1f}"),
+    ("TPOT p99 ms", "tpot_p99", "{:.1f}"),
+    ("tput req/s", "throughput_rps", "{:.2f}"),
+    ("goodput req/s", "goodput_rps", "{:.2f}"),
+    ("SLO met", "slo_attainment", "{:.1%}"),
+    ("imbalance CV", "imbalance_cv", "{:.2f}"),
+    ("preempt", "preemptions", "{:d}"),
+    ("prefix hit", "prefix_hit_rate", "{:.1%}"),
+)
+
+
+def _cell(summary: Summary, key: str, fmt: str) -> str:
+    value = getattr(summary, key)
+    if key.startswith("tpot"):
+        value *= 1000.0
+    return fmt.format(value)
+
+
+def markdown_table(rows: Sequence[Row], baseline: str = "round_robin") -> str:
+    """One table per workload; `vs RR` is e2e mean and goodput as ratios to the baseline at that load."""
+    out: list[str] = []
+    for workload in dict.fromkeys(r.workload for r in rows):
+        mine = [r for r in rows if r.workload == workload]
+        out.append(f"### {workload}\n")
+        out.append(
+            f"Fleet capacity measured in the simulator: {mine[0].capacity_rps:.2f} req/s "
+            f"(profile-only estimate {mine[0].analytic_rps:.2f}); load = offered rate / measured capacity.\n"
+        )
+        head = [
+            "load",
+            "offered req/s",
+            "policy",
+            *(c[0] for c in _COLUMNS),
+            "e2e / RR",
+            "goodput / RR",
+            "sim wall s",
+        ]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        for r in mine:
+            base = next((b for b in mine if b.load == r.load and b.scenario == baseline), None)
+            e2e_ratio = f"{r.summary.e2e_mean / base.summary.e2e_mean:.2f}" if base else "-"
+            good_ratio = (
+                f"{r.summary.goodput_rps / base.summary.goodput_rps:.2f}"
+                if base and base.summary.goodput_rps > 0
+                else "-"
+            )
+            cells = [
+                f"{r.load:.0%}",
+                f"{r.rate_rps:.2f}",
+                r.scenario,
+                *(_cell(r.summary, k, f) for _, k, f in _COLUMNS),
+            ]
+            out.append("| " + " | ".join([*cells, e2e_ratio, good_ratio, f"{r.wall_s:.1f}"]) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def plot(rows: Sequence[Row], folder: Path) -> list[Path]:
+    """One PNG per workload: mean and p99 e2e latency, p99 TTFT and goodput against load."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths: list[Path] = []
+    panels = (
+        ("e2e_mean", "mean end-to-end latency (s)"),
+        ("e2e_p99", "p99 end-to-end latency (s)"),
+        ("ttft_p99", "p99 TTFT (s)"),
+        ("goodput_rps", "goodput under SLO (req/s)"),
+    )
+    for workload in dict.fromkeys(r.workload for r in rows):
+        mine = [r for r in rows if r.workload == workload]
+        fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+        for ax, (key, label) in zip(axes, panels, strict=True):
+            for scenario in dict.fromkeys(r.scenario for r in mine):
+                pts = sorted((r.load, getattr(r.summary, key)) for r in mine if r.scenario == scenario)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=scenario)
+            ax.set_xlabel("offered load (fraction of estimated capacity)")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            if key != "goodput_rps":
+                ax.set_yscale("log")
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"fleet simulator: {workload}")
+        fig.tight_layout()
+        path = folder / f"{workload}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def plot_loads(rows: Sequence[Row], folder: Path) -> list[Path]:
+    """Per workload, at its highest load: requests on each instance over time, one panel per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths: list[Path] = []
+    for workload in dict.fromkeys(r.workload for r in rows):
+        top = max(r.load for r in rows if r.workload == workload)
+        mine = [r for r in rows if r.workload == workload and r.load == top]
+        fig, axes = plt.subplots(1, len(mine), figsize=(4 * len(mine), 3.5), sharey=True, squeeze=False)
+        for ax, r in zip(axes[0], mine, strict=True):
+            ax.plot(r.load_times, r.loads, linewidth=0.5)
+            ax.set_title(f"{r.scenario} (CV {r.summary.imbalance_cv:.2f})", fontsize=9)
+            ax.set_xlabel("simulated time (s)")
+        axes[0][0].set_ylabel("requests on each instance")
+        fig.suptitle(f"{workload} at {top:.0%} load: per-instance load over time")
+        fig.tight_layout()
+        path = folder / f"{workload}-instance-load.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def rows_as_dicts(rows: Sequence[Row]) -> list[dict[str, object]]:
+    """The rows without their time series, for results.json."""
+    return [{k: v for k, v in asdict(r).items() if k not in ("load_times", "loads")} for r in rows]

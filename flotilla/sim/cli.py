@@ -1,0 +1,149 @@
+"""`flotilla bench sim`: the policy comparison in the fleet simulator, and its speed check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
+
+QUICK_WORKLOADS = ("mooncake_conversation", "azure_conv")
+FULL_WORKLOADS = ("mooncake_conversation", "mooncake_synthetic", "azure_conv", "castillo_llama")
+
+
+def _profile(name: str | None, model: str) -> object:
+    from flotilla.profiles import load_profile, shipped_profiles
+
+    if name is not None:
+        return load_profile(name)
+    if "h100-llama3-8b" in shipped_profiles():
+        return load_profile("h100-llama3-8b")
+    # The enginesim's placeholder timing, so both engines agree when no measured profile exists.
+    from flotilla.enginesim.app import FlagTiming
+
+    return FlagTiming().profile(model)
+
+
+@app.callback()
+def compare(  # noqa: PLR0917 (typer options are parameters)
+    ctx: typer.Context,
+    quick: Annotated[
+        bool, typer.Option(help="a few minutes: 2 workloads, 16 instances, 3000 requests")
+    ] = True,
+    workload: Annotated[list[str] | None, typer.Option(help="workload names (repeatable)")] = None,
+    instances: Annotated[int | None, typer.Option(help="engines in the fleet")] = None,
+    requests: Annotated[
+        int | None, typer.Option(help="requests per workload (traces repeat past their end)")
+    ] = None,
+    loads: Annotated[str | None, typer.Option(help="comma-separated fractions of estimated capacity")] = None,
+    policy: Annotated[list[str] | None, typer.Option(help="scenario names to run (default: all)")] = None,
+    profile: Annotated[str | None, typer.Option(help="step-time profile name or JSON path")] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="override the profile's max_model_len")] = None,
+    ttft_slo: Annotated[float, typer.Option(help="SLO: time to first token, seconds")] = 2.0,
+    tpot_slo: Annotated[float, typer.Option(help="SLO: time per output token, seconds")] = 0.1,
+    seed: Annotated[int, typer.Option(help="seed of the router's random choices")] = 0,
+    out: Annotated[Path, typer.Option(help="folder for results.md, results.json and plots")] = Path(
+        "benchmarks/sim"
+    ),
+) -> None:
+    """Compare every routing policy and the oracle across loads, side by side in one run."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flotilla.profiles import StepTimeProfile
+    from flotilla.sim import bench, workloads
+    from flotilla.sim.metrics import Slo
+    from flotilla.sim.scenario import default_lineup
+    from flotilla.sim.simulator import SimConfig
+
+    prof = _profile(profile, "sim")
+    assert isinstance(prof, StepTimeProfile)
+    limits = prof.limits
+    if max_model_len is not None:
+        limits = limits.model_copy(update={"max_model_len": max_model_len})
+    names = workload or list(QUICK_WORKLOADS if quick else FULL_WORKLOADS)
+    n_inst = instances or (16 if quick else 64)
+    n_req = requests or (3000 if quick else 20000)
+    load_list = [
+        float(x) for x in (loads or ("0.5,0.7,0.85,0.95" if quick else "0.5,0.6,0.7,0.8,0.9,0.95")).split(",")
+    ]
+    lineup = [s for s in default_lineup() if not policy or s.name in policy]
+    wls = [workloads.extend_to(workloads.load(n, max_model_len=limits.max_model_len), n_req) for n in names]
+    console = Console()
+    console.print(f"profile {prof.name}: {prof.source}")
+    for w in wls:
+        console.print(f"{w.name}: {len(w.requests)} requests, {w.sessions} later turns, {w.clipped} clipped")
+    total = len(wls) * len(load_list) * len(lineup)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("simulating", total=total)
+
+        def tick(row: bench.Row) -> None:
+            progress.update(task, advance=1, description=f"{row.workload} {row.load:.0%} {row.scenario}")
+
+        rows = bench.sweep(
+            wls,
+            load_list,
+            lineup,
+            profile=prof,
+            limits=limits,
+            config=SimConfig(instances=n_inst, seed=seed),
+            slo=Slo(ttft_s=ttft_slo, tpot_s=tpot_slo),
+            on_run=tick,
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# Fleet simulator results\n\nProfile `{prof.name}` ({prof.hardware}); {n_inst} instances; "
+        f"SLO TTFT < {ttft_slo:g} s and TPOT < {tpot_slo * 1000:g} ms; seed {seed}. "
+        f"Command: `flotilla bench sim {'--quick' if quick else '--no-quick'}`.\n\n"
+    )
+    (out / "results.md").write_text(header + bench.markdown_table(rows))
+    (out / "results.json").write_text(json.dumps(bench.rows_as_dicts(rows), indent=1))
+    plots = bench.plot(rows, out) + bench.plot_loads(rows, out)
+    console.print(bench.markdown_table(rows))
+    console.print(f"wrote {out / 'results.md'}, {out / 'results.json'}, " + ", ".join(map(str, plots)))
+
+
+@app.command("speed")
+def speed(  # noqa: PLR0917
+    instances: Annotated[int, typer.Option()] = 64,
+    requests: Annotated[int, typer.Option()] = 20000,
+    workload: Annotated[str, typer.Option()] = "mooncake_conversation",
+    load: Annotated[float, typer.Option()] = 0.9,
+    policy: Annotated[str, typer.Option()] = "least_request",
+    profile: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Time one run (the issue's target: 64 instances x 20,000 requests in under a minute)."""
+    import time
+
+    from flotilla.profiles import StepTimeProfile
+    from flotilla.sim import workloads
+    from flotilla.sim.capacity import instance_capacity
+    from flotilla.sim.scenario import default_lineup
+    from flotilla.sim.simulator import SimConfig, simulate
+
+    prof = _profile(profile, "sim")
+    assert isinstance(prof, StepTimeProfile)
+    w = workloads.extend_to(workloads.load(workload, max_model_len=prof.limits.max_model_len), requests)
+    rate = load * instances * instance_capacity(w.requests, prof, prof.limits)
+    reqs = workloads.at_rate(w.requests, rate)
+    scenario = next(s for s in default_lineup() if s.name == policy)
+    start = time.perf_counter()
+    result = simulate(reqs, prof, prof.limits, scenario, SimConfig(instances=instances))
+    wall = time.perf_counter() - start
+    typer.echo(
+        f"{w.name}: {len(reqs)} requests on {instances} instances at {load:.0%} ({policy}): "
+        f"{wall:.1f} s wall, {result.events} events, {result.decisions} decisions, "
+        f"{int(result.instance_generated.sum())} tokens generated"
+    )

@@ -1,0 +1,150 @@
+"""One reconcile against a fake API: the plan is carried out, written through, and idempotent."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+from flotilla.api import labels
+from flotilla.operator.cache import ClusterCache
+from flotilla.operator.config import OperatorConfig
+from flotilla.operator.controller import FleetController
+
+NOW = 1_700_000_000.0
+
+
+class FakeApi:
+    """Records writes; returns objects like the API server would (names, resourceVersions)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.nodes: set[str] = set()
+        self._rv = itertools.count(100)
+        self._names = itertools.count()
+
+    async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        pod = copy.deepcopy(body)
+        meta = pod["metadata"]
+        meta["name"] = f"{meta.pop('generateName')}{next(self._names)}"
+        meta["resourceVersion"] = str(next(self._rv))
+        meta["creationTimestamp"] = "2023-11-14T22:13:20Z"
+        self.calls.append(("create_pod", meta["name"]))
+        return pod
+
+    async def delete_pod(self, namespace: str, name: str, *, force: bool) -> bool:
+        self.calls.append(("delete_pod" + ("_force" if force else ""), name))
+        return True
+
+    async def patch_pod_metadata(
+        self, namespace: str, name: str, pod_labels: dict[str, str], annotations: dict[str, str]
+    ) -> dict[str, Any]:
+        self.calls.append(("patch_pod", name))
+        return {"metadata": {"name": name, "namespace": namespace, "labels": pod_labels}}
+
+    async def patch_fleet_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch_status", name))
+        self.status = status
+        return {
+            **self.fleet,
+            "status": status,
+            "metadata": {**self.fleet["metadata"], "resourceVersion": str(next(self._rv))},
+        }
+
+    async def node_exists(self, name: str) -> bool:
+        self.calls.append(("get_node", name))
+        return name in self.nodes
+
+    async def post_event(self, fleet: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        self.calls.append(("event", reason))
+
+
+def setup(replicas: int = 2, **spec: Any) -> tuple[FleetController, ClusterCache, FakeApi]:
+    cache = ClusterCache()
+    api = FakeApi()
+    fleet = {
+        "apiVersion": labels.API_VERSION,
+        "kind": labels.KIND,
+        "metadata": {"name": "f", "namespace": "ns", "uid": "u1", "generation": 1, "resourceVersion": "1"},
+        "spec": {"model": {"name": "m", "source": "o/m"}, "replicas": replicas, **spec},
+    }
+    api.fleet = fleet
+    cache.apply_fleet("ADDED", fleet)
+    cache.apply_node(
+        "ADDED", {"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    )
+    return FleetController(cache, api, OperatorConfig(), lambda: NOW), cache, api
+
+
+def make_running(cache: ClusterCache, node: str = "n1") -> None:
+    for pod in cache.pods_of(("ns", "f")):
+        pod["spec"]["nodeName"] = node
+        pod["status"] = {
+            "phase": "Running",
+            "podIP": "127.128.0.9",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        }
+        pod["metadata"]["resourceVersion"] = str(int(pod["metadata"]["resourceVersion"]) + 1)
+
+
+async def test_creates_pods_writes_through_and_reports() -> None:
+    ctl, cache, api = setup(replicas=2)
+    out = await ctl.reconcile(("ns", "f"))
+    assert [c for c in api.calls if c[0] == "create_pod"] == [
+        ("create_pod", "f-0-0"),
+        ("create_pod", "f-1-1"),
+    ]
+    assert ("event", "SuccessfulCreate") in api.calls
+    assert len(cache.pods_of(("ns", "f"))) == 2, "created pods are in the cache before any watch event"
+    assert api.status["replicas"] == 2 and api.status["readyReplicas"] == 0
+    assert out.requeue_after is None
+
+
+async def test_second_reconcile_makes_no_requests() -> None:
+    ctl, cache, api = setup(replicas=2)
+    await ctl.reconcile(("ns", "f"))
+    make_running(cache)
+    await ctl.reconcile(("ns", "f"))
+    assert api.status["readyReplicas"] == 2
+    api.calls.clear()
+    await ctl.reconcile(("ns", "f"))
+    await ctl.reconcile(("ns", "f"))
+    assert api.calls == [], "steady state: nothing to write"
+
+
+async def test_gone_node_is_confirmed_before_force_delete() -> None:
+    ctl, cache, api = setup(replicas=1)
+    await ctl.reconcile(("ns", "f"))
+    make_running(cache, node="n-unknown")
+    api.nodes = {"n-unknown"}  # the cache is behind: the node exists
+    api.calls.clear()
+    await ctl.reconcile(("ns", "f"))
+    assert ("get_node", "n-unknown") in api.calls
+    assert not [c for c in api.calls if c[0].startswith("delete_pod")]
+    api.nodes = set()
+    api.calls.clear()
+    await ctl.reconcile(("ns", "f"))
+    assert [c[0] for c in api.calls if c[0].startswith(("delete", "create"))] == [
+        "delete_pod_force",
+        "create_pod",
+    ]
+
+
+async def test_missing_priority_class_blocks_creation() -> None:
+    ctl, cache, api = setup(replicas=1, priority={"className": "gold"})
+    out = await ctl.reconcile(("ns", "f"))
+    assert not [c for c in api.calls if c[0] == "create_pod"]
+    assert out.requeue_after is not None
+    assert {c["type"]: c["reason"] for c in api.status["conditions"]}["Progressing"] == "Blocked"
+    cache.apply_priority_class("ADDED", {"metadata": {"name": "gold"}, "value": 1000})
+    await ctl.reconcile(("ns", "f"))
+    (pod,) = cache.pods_of(("ns", "f"))
+    assert pod["metadata"]["labels"][labels.LABEL_TIER] == "1000"
+    assert pod["spec"]["priorityClassName"] == "gold"
+
+
+async def test_deleted_fleet_is_left_to_the_garbage_collector() -> None:
+    ctl, cache, api = setup()
+    cache.apply_fleet("DELETED", api.fleet)
+    out = await ctl.reconcile(("ns", "f"))
+    assert api.calls == [] and out.requeue_after is None
