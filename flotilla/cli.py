@@ -10,6 +10,7 @@ import typer
 
 from flotilla import __version__
 from flotilla.localcluster import cli as cluster_cli
+from flotilla.localcluster import demo_cli
 from flotilla.operator import cli as operator_cli
 from flotilla.placement import cli as placement_cli
 from flotilla.router import cli as router_cli
@@ -48,12 +49,7 @@ def build_app() -> typer.Typer:
     bench.add_typer(sim_cli.app, name="sim", help="Routing policies compared in the fleet simulator.")
     app.add_typer(bench, name="bench")
 
-    @app.command()
-    def demo() -> None:
-        """The main job on a local default: control plane, KWOK GPU nodes, and how to reach them."""
-        from flotilla.localcluster.demo import run_demo
-
-        run_demo()
+    app.command("demo")(demo_cli.demo)
 
     return app
 

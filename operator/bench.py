@@ -14,6 +14,7 @@ import contextlib
 import json
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ REPLICAS = 8
 @dataclass
 class Scenario:
     fleets: int
+    pod_event_delay_s: float = 0.0
     seconds_to_ready: float = 0.0
     requests: dict[str, int] = field(default_factory=dict)
     reconciles: int = 0
@@ -151,8 +153,9 @@ async def run_scenario(api: Any, rt: Runtime, count: int, steady_s: float, timeo
 
 
 async def bench(
-    counts: list[int], nodes: int, steady_s: float, resync_s: float, workdir: Path
+    counts: list[int], nodes: int, *, steady_s: float, resync_s: float, delays: list[float], workdir: Path
 ) -> tuple[list[Scenario], dict[str, Any]]:
+    """Every fleet count under every pod-event delay, one operator process per delay, one cluster."""
     from kubernetes_asyncio.client import ApiextensionsV1Api
 
     from flotilla.localcluster.binaries import ensure_binaries
@@ -167,41 +170,51 @@ async def bench(
         await ApiextensionsV1Api(api).create_custom_resource_definition(build_crd())  # type: ignore[arg-type]
         await asyncio.sleep(3)  # let the CRD become Established and discoverable
         binder = Binder(api, {f"gpu-node-{i}": 8 for i in range(nodes)})
-        runtimes: list[Runtime] = []
-        started = asyncio.Event()
-        stop = asyncio.Event()
-
-        def on_start(rt: Runtime) -> None:
-            runtimes.append(rt)
-            started.set()
-
-        config = OperatorConfig(
-            kubeconfig=cluster.kubeconfig,
-            resync_s=resync_s,
-            render=RenderConfig(tolerate_kwok=True),
-            leader=LeaderConfig(namespace="default"),
-        )
-        tasks = [
-            asyncio.create_task(binder.run()),
-            asyncio.create_task(run_operator(config, stop, on_start=on_start)),
-        ]
+        binding = asyncio.create_task(binder.run())
         try:
-            await asyncio.wait_for(started.wait(), 60)
-            await asyncio.sleep(2)
-            for count in counts:
-                results.append(await run_scenario(api, runtimes[0], count, steady_s, timeout_s=600))
-                # The next scenario starts on an empty cluster: namespace, fleets and pods all gone.
-                await _wait_gone(api, f"bench-{count}")
-                binder.free = {f"gpu-node-{i}": 8 for i in range(nodes)}
+            for delay in delays:
+                config = OperatorConfig(
+                    kubeconfig=cluster.kubeconfig,
+                    resync_s=resync_s,
+                    pod_event_delay_s=delay,
+                    render=RenderConfig(tolerate_kwok=True),
+                    leader=LeaderConfig(namespace="default"),
+                )
+                async with _operator(config) as rt:
+                    for count in counts:
+                        scenario = await run_scenario(api, rt, count, steady_s, timeout_s=600)
+                        scenario.pod_event_delay_s = delay
+                        results.append(scenario)
+                        # The next scenario starts on an empty cluster: namespace, fleets, pods gone.
+                        await _wait_gone(api, f"bench-{count}")
+                        binder.free = {f"gpu-node-{i}": 8 for i in range(nodes)}
         finally:
-            stop.set()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            binding.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await binding
     meta = {"nodes": nodes, "replicas_per_fleet": REPLICAS, "steady_s": steady_s, "resync_s": resync_s}
     return results, meta
+
+
+@contextlib.asynccontextmanager
+async def _operator(config: OperatorConfig) -> AsyncIterator[Runtime]:
+    runtimes: list[Runtime] = []
+    started = asyncio.Event()
+    stop = asyncio.Event()
+
+    def on_start(rt: Runtime) -> None:
+        runtimes.append(rt)
+        started.set()
+
+    task = asyncio.create_task(run_operator(config, stop, on_start=on_start))
+    try:
+        await asyncio.wait_for(started.wait(), 60)
+        await asyncio.sleep(2)  # primed and watching
+        yield runtimes[0]
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, 60)
 
 
 async def _wait_gone(api: Any, namespace: str, timeout_s: float = 300) -> None:
@@ -231,24 +244,33 @@ def write_report(results: list[Scenario], meta: dict[str, Any], out_dir: Path) -
         "",
         f"{meta['nodes']} KWOK nodes x 8 GPUs, fleets of {meta['replicas_per_fleet']} replicas x 1 GPU, "
         f"resync every {meta['resync_s']:.0f} s, steady state measured over {meta['steady_s']:.0f} s. "
-        "Requests are the operator's own (pods, status, events, node checks; the Lease counted apart).",
+        "Requests are the operator's own (pods, status, events, node checks; the Lease counted apart). "
+        "`delay` is the pod-event delay that batches a fleet's pod events into one reconcile; the ratio "
+        "columns compare each row with the same fleet count at the first delay of the run.",
         "",
-        "| fleets | pods | apply -> all Ready (s) | s per fleet | operator requests | requests per pod "
-        "| reconciles | steady requests/min | steady Lease requests/min | steady reconciles/min |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| delay (s) | fleets | pods | apply -> all Ready (s) | time ratio | operator requests "
+        "| requests ratio | requests per pod | reconciles | steady requests/min | steady Lease requests/min "
+        "| steady reconciles/min |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    base: dict[int, Scenario] = {}
+    for s in results:
+        base.setdefault(s.fleets, s)
     for s in results:
         pods = s.fleets * meta["replicas_per_fleet"]
-        total = sum(s.requests.values())
+        total = sum(v for k, v in s.requests.items() if not k.endswith("_failed"))
+        ref = base[s.fleets]
+        ref_total = sum(v for k, v in ref.requests.items() if not k.endswith("_failed")) or 1
         lines.append(
-            f"| {s.fleets} | {pods} | {s.seconds_to_ready:.2f} | {s.seconds_to_ready / s.fleets:.3f} "
-            f"| {total} | {total / pods:.2f} | {s.reconciles} | {s.steady_requests_per_min:.1f} "
+            f"| {s.pod_event_delay_s:g} | {s.fleets} | {pods} | {s.seconds_to_ready:.2f} "
+            f"| {s.seconds_to_ready / ref.seconds_to_ready:.2f} | {total} | {total / ref_total:.2f} "
+            f"| {total / pods:.2f} | {s.reconciles} | {s.steady_requests_per_min:.1f} "
             f"| {s.steady_lease_requests_per_min:.1f} | {s.steady_reconciles_per_min:.1f} |"
         )
     lines += ["", "Requests by verb while converging:", ""]
     for s in results:
         verbs = ", ".join(f"{k} {v}" for k, v in sorted(s.requests.items()))
-        lines.append(f"- {s.fleets} fleets: {verbs}")
+        lines.append(f"- delay {s.pod_event_delay_s:g} s, {s.fleets} fleets: {verbs}")
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     _plot(results, meta, out_dir / "results.png")
 
@@ -259,14 +281,18 @@ def _plot(results: list[Scenario], meta: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fleets = [s.fleets for s in results]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(fleets, [s.seconds_to_ready for s in results], marker="o")
+    for delay in sorted({s.pod_event_delay_s for s in results}):
+        rows = [s for s in results if s.pod_event_delay_s == delay]
+        fleets = [s.fleets for s in rows]
+        label = f"pod-event delay {delay:g} s"
+        left.plot(fleets, [s.seconds_to_ready for s in rows], marker="o", label=label)
+        right.plot(fleets, [sum(s.requests.values()) for s in rows], marker="o", label=label)
     left.set(
         xscale="log", xlabel="fleets (8 replicas each)", ylabel="apply -> all Ready (s)", title="Convergence"
     )
-    right.plot(fleets, [sum(s.requests.values()) for s in results], marker="o", label="while converging")
     right.set(xscale="log", yscale="log", xlabel="fleets", ylabel="operator API requests", title="API cost")
+    left.legend()
     right.legend()
     fig.suptitle(f"flotilla operator on {meta['nodes']} KWOK nodes")
     fig.tight_layout()

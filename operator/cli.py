@@ -24,6 +24,7 @@ def run(
         float, typer.Option(help="Seconds a node may be NotReady before pods move.")
     ] = 60.0,
     workers: Annotated[int, typer.Option(help="Fleets reconciled concurrently.")] = 4,
+    pod_event_delay: Annotated[float, typer.Option(help="Seconds pod events are batched per fleet.")] = 0.2,
     backoff_base: Annotated[
         float, typer.Option(help="First delay (s) before replacing a failed pod.")
     ] = 10.0,
@@ -63,6 +64,7 @@ def run(
         resync_s=resync,
         node_lost_grace_s=node_lost_grace,
         workers=workers,
+        pod_event_delay_s=pod_event_delay,
         render=RenderConfig(tolerate_kwok=tolerate_kwok),
         backoff=BackoffConfig(base_s=backoff_base, max_s=backoff_max),
         leader=LeaderConfig(
@@ -108,6 +110,7 @@ def bench_run(
     nodes: Annotated[int, typer.Option(help="KWOK GPU nodes (8 GPUs each).")] = 128,
     steady: Annotated[float, typer.Option(help="Seconds of steady state measured per scenario.")] = 60.0,
     resync: Annotated[float, typer.Option(help="Operator resync period (s).")] = 10.0,
+    delays: Annotated[str, typer.Option(help="Comma-separated pod-event delays (s) compared.")] = "0,0.2",
     out: Annotated[Path, typer.Option(help="Where results.md/.json/.png go.")] = Path("benchmarks/operator"),
 ) -> None:
     """Time from apply to all Ready, and API requests, for fleets of 8 replicas on KWOK nodes."""
@@ -121,6 +124,11 @@ def bench_run(
     logging.basicConfig(level=logging.WARNING)
     counts = [int(c) for c in fleets.split(",") if c]
     with tempfile.TemporaryDirectory(prefix="flotilla-bench-operator-") as workdir:
-        results, meta = asyncio.run(run_bench(counts, nodes, steady, resync, Path(workdir)))
+        delay_values = [float(d) for d in delays.split(",") if d]
+        results, meta = asyncio.run(
+            run_bench(
+                counts, nodes, steady_s=steady, resync_s=resync, delays=delay_values, workdir=Path(workdir)
+            )
+        )
     write_report(results, meta, out)
     typer.echo((out / "results.md").read_text())

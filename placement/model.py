@@ -41,6 +41,8 @@ class CountModel:
     moved: dict[int, cp_model.IntVar]  # group -> running pods re-placed elsewhere
     kept: dict[int, cp_model.LinearExpr]  # group -> running pods kept in place
     placed_by_tier: dict[int, cp_model.LinearExpr]
+    # running pods per tier that stay placed (kept or moved), for tiers some pending pod outranks
+    survivors_by_tier: dict[int, cp_model.LinearExpr]
     disruption: cp_model.LinearExpr
     consolidation: cp_model.LinearExpr
     exact_gpu: bool
@@ -167,9 +169,12 @@ def build_model(red: Reduction) -> CountModel:
         opened.append(t)
 
     placed_by_tier: dict[int, list[cp_model.LinearExpr]] = defaultdict(list)
+    survivors: dict[int, list[cp_model.LinearExpr]] = defaultdict(list)
     disruption_terms: list[cp_model.LinearExpr] = []
     for g in groups:
         placed_by_tier[g.tier].append(g.unit_size * units[g.index] + moved[g.index] + kept[g.index])
+        if g.running and red.max_pending_tier is not None and g.tier < red.max_pending_tier:
+            survivors[g.tier].append(moved[g.index] + kept[g.index])
         # evicted (running - kept - moved) costs 1, moved costs 2
         disruption_terms.append(len(g.running) - kept[g.index] + moved[g.index])
 
@@ -184,6 +189,7 @@ def build_model(red: Reduction) -> CountModel:
         moved=moved,
         kept=kept,
         placed_by_tier={t: cp_model.LinearExpr.sum(v) for t, v in placed_by_tier.items()},
+        survivors_by_tier={t: cp_model.LinearExpr.sum(v) for t, v in survivors.items()},
         disruption=cp_model.LinearExpr.sum(disruption_terms),
         # a fleet's spread wish outweighs opening a node
         consolidation=cp_model.LinearExpr.sum(opened) + (total_nodes + 1) * cp_model.LinearExpr.sum(excess),

@@ -2,7 +2,8 @@
 
 Order of work: best-fit first (milliseconds; a valid plan exists from then on), symmetry reduction,
 the count model, then the lexicographic stages of Christensen et al. (2025): for each tier, highest
-first, maximise the pods placed at that tier or above and fix the result as a constraint; then
+first, keep as many of its running pods as the higher tiers allow (running pods give way only to a
+higher tier), then maximise the pods placed at that tier or above, fixing each result; then
 minimise disruption (evict 1, move 2); then open as few fresh nodes as possible (whole nodes stay
 free for TP=8 replicas) and keep soft spread. Each stage is hinted with the previous solution and gets
 an equal share of the time left. The best of the decoded plan and the greedy plan is returned, so the
@@ -54,6 +55,13 @@ class _CriterionProven(cp_model.CpSolverSolutionCallback):
             self._solver.stop_search()
 
 
+def _fix(model: cp_model.CpModel, criterion: cp_model.IntVar, value: int, maximise: bool) -> None:
+    if maximise:
+        model.add(criterion >= value)
+    else:
+        model.add(criterion <= value)
+
+
 def solve(
     snapshot: Snapshot,
     budget_s: float = 1.0,
@@ -82,28 +90,44 @@ def solve(
     for name, value in hint_from_assignment(cm, greedy).items():
         model.add_hint(by_name[name], value)
 
-    # Stages: (name, maximise?, criterion fixed afterwards, objective). A tier stage also rewards lower
-    # tiers with a weight too small to trade against its own criterion, so its solution is a good
-    # hint for the next stage instead of an arbitrary one.
+    # Stages: (name, maximise?, criterion fixed afterwards, objective, trivial bound of the criterion).
+    # A tier stage also rewards lower tiers with a weight too small to trade against its own
+    # criterion, so its solution is a good hint for the next stage instead of an arbitrary one.
     tiers = sorted(cm.placed_by_tier, reverse=True)
     everything = cp_model.LinearExpr.sum(list(cm.placed_by_tier.values()))
-    weight = 1 + sum(len(g.running) + sum(len(u) for u in g.units) for g in red.groups)
-    stages: list[tuple[str, bool, cp_model.LinearExprT, cp_model.LinearExprT]] = []
+    pods_of = {g.index: len(g.running) + sum(len(u) for u in g.units) for g in red.groups}
+    weight = 1 + sum(pods_of.values())
+    stages: list[tuple[str, bool, cp_model.LinearExprT, cp_model.LinearExprT, int | None]] = []
     for t in tiers:
+        if t in cm.survivors_by_tier:
+            # running pods of tier t give way only to higher tiers, never to pending pods of tier t
+            survivors = cm.survivors_by_tier[t]
+            running = sum(len(g.running) for g in red.groups if g.tier == t)
+            stages.append(
+                (f"running tier {t} kept", True, survivors, weight * survivors + everything, running)
+            )
         at_least_t = cp_model.LinearExpr.sum([cm.placed_by_tier[u] for u in tiers if u >= t])
-        stages.append((f"placed tier>={t}", True, at_least_t, weight * at_least_t + everything))
+        upper = sum(n for gi, n in pods_of.items() if red.groups[gi].tier >= t)
+        stages.append((f"placed tier>={t}", True, at_least_t, weight * at_least_t + everything, upper))
     stages += [
-        ("disruption", False, cm.disruption, cm.disruption),
-        ("fresh nodes + soft spread", False, cm.consolidation, cm.consolidation),
+        ("disruption", False, cm.disruption, cm.disruption, None),
+        ("fresh nodes + soft spread", False, cm.consolidation, cm.consolidation, None),
     ]
 
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = workers or (os.cpu_count() or 1)
     solver.parameters.random_seed = seed
+    # each criterion as a variable, so its value can be read off any solution (a stage that finds
+    # nothing new fixes the value the previous solution already reaches)
+    criteria = []
+    for i, (_, _, expr, _, top) in enumerate(stages):
+        criterion = model.new_int_var(0, top if top is not None else 10**12, f"criterion_{i}")
+        model.add(criterion == expr)
+        criteria.append(criterion)
     records: list[Stage] = []
     solution: list[int] | None = None
     proven = True  # every tier stage and the disruption stage proven optimal
-    for i, (name, maximise, expr, objective) in enumerate(stages):
+    for i, (name, maximise, expr, objective, top) in enumerate(stages):
         remaining = deadline - time.perf_counter() - DECODE_RESERVE * budget_s
         if remaining <= 0.001:
             proven = proven and i >= len(stages) - 1
@@ -114,34 +138,39 @@ def solve(
             model.maximize(objective)
         else:
             model.minimize(objective)
-        # Parameters: an equal share of the time left for this stage and the ones after it; a tier
+        # Parameters: a share of the time left for this stage and the ones after it; a tier
         # stage stops as soon as its own criterion is proven, lower tiers are only its hint
-        solver.parameters.max_time_in_seconds = remaining / (len(stages) - i)
+        # the first stage also pays for presolve and the first solution: it gets a double share
+        left = len(stages) - i
+        solver.parameters.max_time_in_seconds = remaining * (2 / (left + 1) if i == 0 else 1 / left)
         watch = _CriterionProven(solver, weight if maximise else 1, maximise)
         solver.best_bound_callback = watch.on_bound
         t0 = time.perf_counter()
         status = solver.solve(model, watch)
         seconds = time.perf_counter() - t0
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            records.append(Stage(name, float("nan"), float("nan"), solver.status_name(status), seconds))
             proven = False
-            break
+            if solution is None:
+                records.append(Stage(name, float("nan"), float("nan"), solver.status_name(status), seconds))
+                break
+            value = solution[criteria[i].index]
+            kept = f"{solver.status_name(status)}: previous solution kept"
+            records.append(Stage(name, float(value), float("nan"), kept, seconds))
+            _fix(model, criteria[i], value, maximise)
+            continue
         value = solver.value(expr)
         bound = solver.best_objective_bound
         done = status == cp_model.OPTIMAL
         if maximise:
             # objective = weight * criterion + lower tiers (< weight): the criterion is proven
             # optimal once the bound leaves no room for one more unit of it
-            bound = bound // weight
+            bound = min(bound // weight, top if top is not None else bound)
             done = bound <= value
         records.append(Stage(name, float(value), float(bound), "OPTIMAL" if done else "FEASIBLE", seconds))
         if not done and i < len(stages) - 1:
             proven = False
         # Fix this stage's result (its optimum, or the value reached) for the stages after it
-        if maximise:
-            model.add(expr >= value)
-        else:
-            model.add(expr <= value)
+        _fix(model, criteria[i], value, maximise)
         # Hint the next stage with this solution, every variable included
         solution = list(solver.response_proto.solution)
         model.clear_hints()  # type: ignore[no-untyped-call]

@@ -1,10 +1,10 @@
-"""`make demo` / `flotilla demo`: the main job on a local default, run as a list of steps.
+"""`make demo` / `flotilla demo`: the whole system on a local default, run as a list of steps.
 
-Today the demo starts the local control plane with KWOK GPU nodes and shows how to reach it.
-Later steps (install the CRD, run the operator, placement scheduler and router, start engines for
-the fleet's pods, send traffic) are appended to `DEFAULT_STEPS`: each step is an async function of
-the `DemoContext`, and registers its own clean-up on `ctx.cleanup`, which runs in reverse order
-when the demo ends (Ctrl-C) or fails.
+The local control plane with KWOK GPU nodes; the CRD; the operator, the placement scheduler and the
+router as real processes; an engine per fleet pod; the example fleets applied; a minute of a real
+trace replayed through the router; a summary and a PNG. Each step is an async function of the
+`DemoContext` (see demo_steps.py) and registers its own clean-up on `ctx.cleanup`, which runs in
+reverse order when the demo ends (Ctrl-C, `--exit`) or fails.
 """
 
 from __future__ import annotations
@@ -13,12 +13,17 @@ import asyncio
 import contextlib
 import shutil
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import typer
 
+from flotilla.localcluster import demo_steps
 from flotilla.localcluster.binaries import BinariesMissing, ensure_binaries
 from flotilla.localcluster.controlplane import ClusterConfig, LocalCluster
+from flotilla.localcluster.demo_trace import DEFAULT_TRACE
+from flotilla.localcluster.engines import EngineLauncher
 from flotilla.localcluster.kubectl import Kubectl
 from flotilla.localcluster.process import ProcessFailed
 from flotilla.localcluster.session import (
@@ -32,14 +37,36 @@ from flotilla.localcluster.session import (
 DEMO_NAME = "flotilla-demo"
 
 
+@dataclass(frozen=True)
+class DemoOptions:
+    """What `flotilla demo` can be told."""
+
+    duration_s: float = 60.0
+    """Seconds of the trace to replay."""
+    rate_scale: float = 1.0
+    trace: Path = DEFAULT_TRACE
+    examples: Path = Path("examples")
+    out: Path = Path("build/demo")
+    """Where summary.json, requests.json and summary.png go."""
+    keep_running: bool = True
+    """Wait for Ctrl-C after the summary (False: clean up and exit)."""
+    ready_timeout_s: float = 120.0
+    name: str = DEMO_NAME
+
+
 @dataclass
 class DemoContext:
-    """What every demo step may use."""
+    """What every demo step may use, and what steps hand to later ones."""
 
     cluster: LocalCluster
     kubectl: Kubectl
     cleanup: contextlib.AsyncExitStack
     say: Callable[[str], None]
+    options: DemoOptions = field(default_factory=DemoOptions)
+    launcher: EngineLauncher | None = None
+    router_url: str | None = None
+    fleets: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] | None = None
 
 
 DemoStep = Callable[[DemoContext], Awaitable[None]]
@@ -63,16 +90,30 @@ async def show_cluster(ctx: DemoContext) -> None:
                 nodes.rstrip(),
                 "",
                 f"Logs: {ctx.cluster.run_dir / 'logs'}",
+                "",
             ]
         )
     )
 
 
-DEFAULT_STEPS: tuple[DemoStep, ...] = (show_cluster,)
+DEFAULT_STEPS: tuple[DemoStep, ...] = (
+    show_cluster,
+    demo_steps.install_crd,
+    demo_steps.run_operator,
+    demo_steps.run_placement,
+    demo_steps.run_engines,
+    demo_steps.run_router,
+    demo_steps.apply_examples,
+    demo_steps.wait_fleets_serving,
+    demo_steps.replay_and_report,
+)
 
 
-async def demo(config: ClusterConfig, steps: Sequence[DemoStep] = DEFAULT_STEPS) -> None:
-    """Start the cluster, run `steps`, wait for Ctrl-C, then clean everything up."""
+async def demo(
+    config: ClusterConfig, steps: Sequence[DemoStep] = DEFAULT_STEPS, options: DemoOptions | None = None
+) -> DemoContext:
+    """Start the cluster, run `steps`, wait for Ctrl-C (unless told not to), then clean up."""
+    options = options or DemoOptions()
     run_dir = default_run_dir(config.name)
     if (state := read_state(run_dir)) and alive_processes(state):
         raise typer.BadParameter(f"a demo already runs from {run_dir}; stop it first (Ctrl-C there)")
@@ -81,16 +122,21 @@ async def demo(config: ClusterConfig, steps: Sequence[DemoStep] = DEFAULT_STEPS)
     cluster = LocalCluster(config, run_dir, binaries)
     kubectl = Kubectl(binaries.kubectl, cluster.kubeconfig)
     async with interrupt_guard() as interrupted, contextlib.AsyncExitStack() as cleanup:
-        ctx = DemoContext(cluster=cluster, kubectl=kubectl, cleanup=cleanup, say=typer.echo)
+        ctx = DemoContext(cluster=cluster, kubectl=kubectl, cleanup=cleanup, say=typer.echo, options=options)
         typer.echo(f"Starting the local control plane in {run_dir} ...")
         # Registered before start: stop() ends whatever a cancelled or failed start left running.
         cleanup.push_async_callback(cluster.stop)
-        if await unless_interrupted(_start_and_run(ctx, steps), interrupted):
-            typer.echo("\nPress Ctrl-C to stop the demo and remove everything it started.")
+        finished = await unless_interrupted(_start_and_run(ctx, steps), interrupted)
+        if finished and options.keep_running:
+            typer.echo("\nThe system keeps running: try the router, kubectl, the logs.")
+            if ctx.router_url:
+                typer.echo(f"  curl {ctx.router_url}/v1/models")
+            typer.echo("Press Ctrl-C to stop the demo and remove everything it started.")
             await interrupted.wait()
         typer.echo("Stopping ...")
     # Remove the run dir only after a clean run: on failure its logs say what went wrong.
     await asyncio.to_thread(shutil.rmtree, run_dir, True)
+    return ctx
 
 
 async def _start_and_run(ctx: DemoContext, steps: Sequence[DemoStep]) -> None:
@@ -99,12 +145,13 @@ async def _start_and_run(ctx: DemoContext, steps: Sequence[DemoStep]) -> None:
         await step(ctx)
 
 
-def run_demo() -> None:
+def run_demo(options: DemoOptions | None = None) -> None:
+    options = options or DemoOptions()
     try:
-        asyncio.run(demo(ClusterConfig(name=DEMO_NAME)))
+        asyncio.run(demo(ClusterConfig(name=options.name), options=options))
     except BinariesMissing as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
-    except ProcessFailed as exc:
+    except (ProcessFailed, TimeoutError) as exc:
         typer.echo(f"demo failed: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -132,3 +132,22 @@ async def test_graceful_drain_finishes_streams_in_flight(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_engine_dying_mid_stream_ends_the_stream_with_an_error_event(
+    engines: Any, router_config: Any, serve_router: Any
+) -> None:
+    procs = await engines(1, "--time-scale", "1", "--decode-step-ms", "20")
+    async with serve_router(router_config(procs)) as (router, url), httpx.AsyncClient(timeout=10) as c:
+        body = {"model": MODEL, "prompt": "x", "max_tokens": 500, "ignore_eos": True, "stream": True}
+        events: list[str] = []
+        async with c.stream("POST", url + "/v1/completions", json=body) as resp:
+            async for line in resp.aiter_lines():
+                if line.startswith("data: "):
+                    events.append(line[6:])
+                    if len(events) == 3:
+                        procs[0].kill()
+        last = orjson.loads(events[-1])
+        assert last["error"]["code"] == 502, last
+        assert len(events) < 100
+        assert router.table.all()[0].inflight == 0

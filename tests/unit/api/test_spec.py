@@ -57,6 +57,7 @@ def test_wire_form_is_camel_case_and_round_trips() -> None:
         ({"resources": {"memory": "lots"}}, "memory"),
         ({"engine": {"gpuMemoryUtilization": 0}}, "gpuMemoryUtilization"),
         ({"unknownField": 1}, "unknownField"),
+        ({"podLabels": {"flotilla.dev/tier": "9"}}, "reserved prefix"),
     ],
 )
 def test_invalid_specs_are_refused_naming_the_field(over: dict[str, Any], needle: str) -> None:

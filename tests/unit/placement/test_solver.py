@@ -151,3 +151,19 @@ def test_scale_1000_nodes_5000_pods_certified_in_a_second() -> None:
     assert plan.status is Status.OPTIMAL
     assert plan.seconds < 1.5
     assert violations(snap, plan) == []
+
+
+def test_running_pods_give_way_only_to_higher_tiers() -> None:
+    # evicting the running tier-0 TP8 would let two pending tier-0 TP4s in (one more tier-0 pod),
+    # but a pod of tier 0 may only be evicted for a higher tier; the tier-1 pod fits on node b
+    bound = (tp_pod("running", 8, tier=0, node="a"),)
+    pending = (
+        tp_pod("p-0", 4, tier=0, fleet="p"),
+        tp_pod("p-1", 4, tier=0, fleet="p"),
+        tp_pod("vip", 8, tier=1),
+    )
+    snap = Snapshot(nodes=(gpu_node("a"), gpu_node("b")), bound=bound, pending=pending)
+    plan = solve(snap, 2.0, moves=False)
+    assert plan.evictions == ()
+    assert [(b.pod, b.node) for b in plan.bindings] == [("vip", "b")]
+    assert plan.status is Status.OPTIMAL

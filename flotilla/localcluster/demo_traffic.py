@@ -1,0 +1,119 @@
+"""Replay trace requests through the router as an OpenAI client would, streaming, on schedule.
+
+Each request is sent at its trace arrival time (open loop: a slow fleet does not slow arrivals),
+as a streamed `/v1/completions` call with `max_tokens` = the trace's output length and
+`ignore_eos`, so the engines generate exactly what production did. Time to first token is taken
+at the first streamed chunk that carries text, end-to-end latency at the `[DONE]` line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from flotilla.localcluster.demo_trace import PromptBuilder, TraceRequest
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    model: str
+    sent_at_s: float
+    ok: bool
+    status: int
+    ttft_s: float | None
+    e2e_s: float | None
+    output_tokens: int
+    error: str = ""
+
+
+async def _one(
+    client: httpx.AsyncClient, url: str, request: TraceRequest, prompt: str, started: float
+) -> RequestResult:
+    body = {
+        "model": request.model,
+        "prompt": prompt,
+        "max_tokens": request.output_tokens,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    sent = time.perf_counter()
+    ttft: float | None = None
+    chunks = 0
+    status = 0
+    try:
+        async with client.stream("POST", url + "/v1/completions", json=body) as response:
+            status = response.status_code
+            if status != 200:
+                detail = (await response.aread()).decode(errors="replace")[:200]
+                return RequestResult(request.model, sent - started, False, status, None, None, 0, detail)
+            done = False
+            async for line in response.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                data = line[6:]
+                if data == "[DONE]":
+                    done = True
+                    break
+                choice = (orjson.loads(data).get("choices") or [{}])[0]
+                if choice.get("text"):
+                    chunks += 1
+                    if ttft is None:
+                        ttft = time.perf_counter() - sent
+            e2e = time.perf_counter() - sent
+            return RequestResult(
+                request.model,
+                sent - started,
+                done,
+                status,
+                ttft,
+                e2e,
+                chunks,
+                "" if done else "stream ended without [DONE]",
+            )
+    except httpx.HTTPError as exc:
+        return RequestResult(request.model, sent - started, False, status, None, None, chunks, repr(exc))
+
+
+async def replay(
+    router_url: str, requests: Sequence[TraceRequest], console: Console, *, drain_timeout_s: float = 120.0
+) -> list[RequestResult]:
+    """Send every request at its time with a live progress bar; wait for all of them to finish."""
+    builder = PromptBuilder()
+    prompts = [builder.prompt(r) for r in requests]  # built up front: no CPU spikes mid-replay
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+    timeout = httpx.Timeout(drain_timeout_s, connect=5.0)
+    results: list[RequestResult] = []
+    columns = (
+        TextColumn("[bold]{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
+        with Progress(*columns, console=console) as progress:
+            sent_bar = progress.add_task("sent", total=len(requests), detail="")
+            done_bar = progress.add_task("completed", total=len(requests), detail="")
+            started = time.perf_counter()
+
+            async def fire(request: TraceRequest, prompt: str) -> None:
+                delay = request.at_s - (time.perf_counter() - started)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                progress.advance(sent_bar)
+                result = await _one(client, router_url, request, prompt, started)
+                results.append(result)
+                failed = sum(not r.ok for r in results)
+                ttfts = sorted(r.ttft_s for r in results if r.ttft_s is not None)
+                median = f"TTFT p50 {ttfts[len(ttfts) // 2] * 1000:.0f} ms" if ttfts else ""
+                progress.update(done_bar, advance=1, detail=f"{median}  failed {failed}")
+
+            await asyncio.gather(*(fire(r, p) for r, p in zip(requests, prompts, strict=True)))
+    return results

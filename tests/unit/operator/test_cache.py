@@ -1,0 +1,49 @@
+"""The cache: stale watch events never overwrite newer write-through state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flotilla.operator.cache import ClusterCache
+
+
+def pod(rv: str, phase: str = "Pending", node: str | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "f-0-a",
+            "namespace": "ns",
+            "resourceVersion": rv,
+            "labels": {"flotilla.dev/fleet": "f"},
+        },
+        "spec": {"nodeName": node} if node else {},
+        "status": {"phase": phase},
+    }
+
+
+def test_older_event_does_not_overwrite_newer_state() -> None:
+    cache = ClusterCache()
+    assert cache.apply_pod("ADDED", pod("10", "Running")) == ("ns", "f")
+    cache.apply_pod("MODIFIED", pod("9", "Pending"))
+    (only,) = cache.pods_of(("ns", "f"))
+    assert only["status"]["phase"] == "Running"
+    cache.apply_pod("DELETED", pod("11"))
+    assert cache.pods_of(("ns", "f")) == []
+
+
+def test_unlabelled_pods_are_ignored_and_nodes_index_fleets() -> None:
+    cache = ClusterCache()
+    assert cache.apply_pod("ADDED", {"metadata": {"name": "x", "namespace": "ns"}}) is None
+    cache.apply_pod("ADDED", pod("1", node="n1"))
+    assert cache.fleets_with_pods_on("n1") == {("ns", "f")}
+    ready = {"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    assert cache.apply_node("ADDED", ready) is True
+    assert cache.apply_node("MODIFIED", ready) is False, "a heartbeat is not worth a reconcile"
+    assert cache.apply_node("DELETED", ready) is True
+    assert "n1" not in cache.nodes()
+
+
+def test_marking_deletion_is_visible_to_the_next_reconcile() -> None:
+    cache = ClusterCache()
+    cache.apply_pod("ADDED", pod("1"))
+    cache.mark_pod_deleting(("ns", "f"), "f-0-a", "2026-01-01T00:00:00Z")
+    assert cache.pods_of(("ns", "f"))[0]["metadata"]["deletionTimestamp"] == "2026-01-01T00:00:00Z"
