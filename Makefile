@@ -54,6 +54,8 @@ demo: venv binaries
 
 crds: venv
 	$(BIN)/python -m flotilla.api.crdgen --write
+	cp crds/*.yaml helm/flotilla/crds/
+	$(BIN)/python -m flotilla.crdref --write
 
 clean:
 	rm -rf build $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -46,32 +46,34 @@ def build_registry(rt: Runtime, api_config: Any) -> Any:
 
     registry = kopf.OperatorRegistry()
     cache, queue = rt.cache, rt.queue
+    # Handlers are coroutines on purpose: Kopf runs plain functions in a thread pool, and the cache
+    # and the queue belong to the event loop (no locks, no cross-thread wake-ups).
 
     @kopf.on.login(registry=registry)
-    def _login(**_: Any) -> Any:
+    async def _login(**_: Any) -> Any:
         return connection_info(api_config)
 
     @kopf.on.event(labels.GROUP, labels.VERSION, labels.PLURAL, registry=registry)
-    def _fleet(**kwargs: Any) -> None:
+    async def _fleet(**kwargs: Any) -> None:
         event = kwargs["event"]
         queue.add(cache.apply_fleet(event.get("type"), event["object"]))
 
     @kopf.on.event("", "v1", "pods", labels={labels.LABEL_FLEET: kopf.PRESENT}, registry=registry)
-    def _pod(**kwargs: Any) -> None:
+    async def _pod(**kwargs: Any) -> None:
         event = kwargs["event"]
         key = cache.apply_pod(event.get("type"), event["object"])
         if key is not None and key in cache.fleets:
             queue.add_after(key, rt.config.pod_event_delay_s)
 
     @kopf.on.event("", "v1", "nodes", registry=registry)
-    def _node(**kwargs: Any) -> None:
+    async def _node(**kwargs: Any) -> None:
         event = kwargs["event"]
         if cache.apply_node(event.get("type"), event["object"]):
             for key in cache.fleets_with_pods_on(event["object"]["metadata"]["name"]):
                 queue.add(key)
 
     @kopf.on.event("scheduling.k8s.io", "v1", "priorityclasses", registry=registry)
-    def _priority_class(**kwargs: Any) -> None:
+    async def _priority_class(**kwargs: Any) -> None:
         event = kwargs["event"]
         name = cache.apply_priority_class(event.get("type"), event["object"])
         for key in cache.fleets_using_class(name):

@@ -89,7 +89,9 @@ def observe_pod(pod: dict[str, Any]) -> ObservedPod | None:
         if waiting.get("reason") in FAILING_REASONS:
             failing = waiting["reason"]
         terminated = (cs.get("state") or {}).get("terminated") or {}
-        finished = max(finished or 0.0, parse_time(terminated.get("finishedAt")) or 0.0) or finished
+        ended = parse_time(terminated.get("finishedAt"))
+        if ended is not None:
+            finished = ended if finished is None else max(finished, ended)
     annotations = meta.get("annotations") or {}
     try:
         failures = int(annotations.get(ANNOTATION_FAILURES, "0"))

@@ -53,6 +53,14 @@ class InstanceRecord:
     failures: int = 0
     ejected: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # The frozen view, rebuilt only after a change: with N instances every request ranks N views,
+    # and most of them did not change since the last request.
+    _view: InstanceView | None = field(default=None, repr=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name != "_view":
+            object.__setattr__(self, "_view", None)
 
     @property
     def id(self) -> str:
@@ -82,6 +90,11 @@ class InstanceRecord:
         self.ejected = True
 
     def view(self) -> InstanceView:
+        if self._view is None:
+            self._view = self._make_view()
+        return self._view
+
+    def _make_view(self) -> InstanceView:
         s = self.sample
         if s is None:
             return InstanceView(

@@ -1,9 +1,12 @@
-"""CPU time the router process spends per proxied request (and the engine's, for scale).
+"""CPU time the router process spends per proxied request, and idle (scraping), by fleet size.
 
-    .venv/bin/python benchmarks/router/cpu_per_request.py [--requests 2000]
+    .venv/bin/python benchmarks/router/cpu_per_request.py [--requests 2000] [--instances 1,10,50]
 
-One enginesim engine (`--time-scale 0`), one `flotilla router run` process, 4 requests at a time;
-the CPU time of both processes is read from /proc before and after (Linux only).
+For each fleet size N: `flotilla router run` (default policy, least_request) with N static
+instances served by min(N, 5) enginesim engines (`--time-scale 0`; several instance names share an
+engine, which is what lets this 2-core machine stand in for 50 instances: the router still scrapes N
+endpoints every 0.25 s and ranks N instances per request). CPU time of the router process is read
+from /proc: first 5 s idle (scraping only), then over `--requests` requests, 4 at a time.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import aiohttp
@@ -26,15 +30,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def main(n: int) -> None:
-    engine = await start_engine(model="m", args=["--time-scale", "0"])
-    port = free_port()
-    cfg = Path(tempfile.mkdtemp()) / "router.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {"host": "127.0.0.1", "port": port, "static": {"instances": [{"url": engine.url, "model": "m"}]}}
+async def measure(n: int, instances: int) -> None:
+    engines = list(
+        await asyncio.gather(
+            *(start_engine(model="m", args=["--time-scale", "0"]) for _ in range(min(instances, 5)))
         )
     )
+    port = free_port()
+    cfg = Path(tempfile.mkdtemp()) / "router.yaml"
+    listed = [{"url": engines[i % len(engines)].url, "model": "m", "name": f"i{i}"} for i in range(instances)]
+    cfg.write_text(yaml.safe_dump({"host": "127.0.0.1", "port": port, "static": {"instances": listed}}))
     router = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -65,18 +70,39 @@ async def main(n: int) -> None:
 
             for _ in range(50):
                 await post()
-            r0, e0 = cpu_seconds(router.pid), cpu_seconds(engine.proc.pid)
+            i0 = cpu_seconds(router.pid)
+            await asyncio.sleep(5)
+            idle = (cpu_seconds(router.pid) - i0) / 5
+            r0 = cpu_seconds(router.pid)
+            e0 = sum(cpu_seconds(e.proc.pid) for e in engines)
+            t0 = time.monotonic()
             for _ in range(n // 4):
                 await asyncio.gather(*(post() for _ in range(4)))
-            r1, e1 = cpu_seconds(router.pid), cpu_seconds(engine.proc.pid)
-        print(f"router CPU per request {(r1 - r0) / n * 1000:.3f} ms; engine {(e1 - e0) / n * 1000:.3f} ms")
+            r1 = cpu_seconds(router.pid)
+            e1 = sum(cpu_seconds(e.proc.pid) for e in engines)
+            window = time.monotonic() - t0
+        # Scraping goes on during the requests too: its idle rate is taken out of the per-request cost.
+        per_request = (r1 - r0 - idle * window) / n
+        print(
+            f"instances {instances:3d}: router idle (scraping) {idle * 100:.1f}% of a core; "
+            f"router CPU per request {per_request * 1000:.3f} ms (all-in {(r1 - r0) / n * 1000:.3f}); "
+            f"engines all-in {(e1 - e0) / n * 1000:.3f} ms",
+            flush=True,
+        )
     finally:
         router.terminate()
         await router.wait()
-        await engine.stop()
+        await asyncio.gather(*(e.stop() for e in engines))
+
+
+async def main(n: int, sizes: list[int]) -> None:
+    for instances in sizes:
+        await measure(n, instances)
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--requests", type=int, default=2000)
-    asyncio.run(main(p.parse_args().requests))
+    p.add_argument("--instances", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 50])
+    a = p.parse_args()
+    asyncio.run(main(a.requests, a.instances))

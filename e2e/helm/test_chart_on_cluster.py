@@ -85,6 +85,9 @@ def test_install_upgrade_uninstall(helm: Helm, kubectl: Kubectl, namespace: str,
     assert kubectl.json("get", "crd", "inferencefleets.flotilla.dev")["spec"]["group"] == "flotilla.dev"
     for component in ("operator", "placement", "router"):
         kubectl("get", "clusterrole", f"{release}-flotilla-{component}")
+    # The chart's CRD accepts the example fleets (CEL rules included).
+    out = k("apply", "--dry-run=server", "-f", str(CHART.parent.parent / "examples"))
+    assert "inferencefleet.flotilla.dev/chat-llama created (server dry run)" in out
     old_checksum = deployments[f"{release}-flotilla-router"]["spec"]["template"]["metadata"]["annotations"]
 
     helm(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,11 @@ class Row:
     load_times: np.ndarray = field(repr=False, compare=False)
     """Scrape times, and the requests on each instance at each (for the load-over-time plot)."""
     loads: np.ndarray = field(repr=False, compare=False)
+    sample: int = 0
+    """Which slice of the trace (and router seed offset) this run replayed."""
+    samples: int = 1
+    """How many samples an averaged row stands for, and the spread of their mean e2e latency."""
+    e2e_mean_range: tuple[float, float] | None = None
 
 
 def sweep(
@@ -59,9 +64,10 @@ def sweep(
         capacity = measured_capacity(w.requests, profile, limits, config.instances) * config.instances
         for load in loads:
             requests = at_rate(w.requests, load * capacity)
+            run_config = config.model_copy(update={"seed": config.seed + w.sample})
             for sc in lineup:
                 start = time.perf_counter()
-                result = simulate(requests, profile, limits, sc, config)
+                result = simulate(requests, profile, limits, sc, run_config)
                 row = Row(
                     w.name,
                     load,
@@ -73,10 +79,39 @@ def sweep(
                     summarize(result, slo),
                     result.load_times,
                     result.loads,
+                    sample=w.sample,
                 )
                 rows.append(row)
                 on_run(row)
     return rows
+
+
+def average(rows: Sequence[Row]) -> list[Row]:
+    """One row per (workload, load, scenario): every metric averaged over the samples."""
+    groups: dict[tuple[str, float, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.workload, r.load, r.scenario), []).append(r)
+    out: list[Row] = []
+    for group in groups.values():
+        first = group[0]
+        means = {
+            f.name: type(getattr(first.summary, f.name))(np.mean([getattr(r.summary, f.name) for r in group]))
+            for f in fields(Summary)
+        }
+        e2e = [r.summary.e2e_mean for r in group]
+        out.append(
+            replace(
+                first,
+                rate_rps=float(np.mean([r.rate_rps for r in group])),
+                capacity_rps=float(np.mean([r.capacity_rps for r in group])),
+                analytic_rps=float(np.mean([r.analytic_rps for r in group])),
+                wall_s=float(sum(r.wall_s for r in group)),
+                summary=Summary(**means),
+                samples=len(group),
+                e2e_mean_range=(min(e2e), max(e2e)),
+            )
+        )
+    return out
 
 
 _COLUMNS = (
@@ -103,7 +138,8 @@ def _cell(summary: Summary, key: str, fmt: str) -> str:
 
 
 def markdown_table(rows: Sequence[Row], baseline: str = "round_robin") -> str:
-    """One table per workload; `vs RR` is e2e mean and goodput as ratios to the baseline at that load."""
+    """One table per workload (rows as given: pass `average(rows)` for several samples); the last
+    columns are mean e2e latency and goodput as ratios to the baseline at the same load."""
     out: list[str] = []
     for workload in dict.fromkeys(r.workload for r in rows):
         mine = [r for r in rows if r.workload == workload]
@@ -116,7 +152,9 @@ def markdown_table(rows: Sequence[Row], baseline: str = "round_robin") -> str:
             "load",
             "offered req/s",
             "policy",
+            "samples",
             *(c[0] for c in _COLUMNS),
+            "e2e mean range s",
             "e2e / RR",
             "goodput / RR",
             "sim wall s",
@@ -135,7 +173,9 @@ def markdown_table(rows: Sequence[Row], baseline: str = "round_robin") -> str:
                 f"{r.load:.0%}",
                 f"{r.rate_rps:.2f}",
                 r.scenario,
+                str(r.samples),
                 *(_cell(r.summary, k, f) for _, k, f in _COLUMNS),
+                f"{r.e2e_mean_range[0]:.2f}-{r.e2e_mean_range[1]:.2f}" if r.e2e_mean_range else "-",
             ]
             out.append("| " + " | ".join([*cells, e2e_ratio, good_ratio, f"{r.wall_s:.1f}"]) + " |")
         out.append("")

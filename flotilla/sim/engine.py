@@ -65,7 +65,16 @@ class Seq:
 
 
 class EngineModel:
-    def __init__(self, profile: StepTimeProfile, limits: EngineLimits, *, priority: bool = False) -> None:
+    def __init__(
+        self,
+        profile: StepTimeProfile,
+        limits: EngineLimits,
+        *,
+        priority: bool = False,
+        preempt_lowest_priority: bool = True,
+    ) -> None:
+        """`priority`: admit by (priority, arrival) and, if `preempt_lowest_priority`, preempt the
+        lowest-priority running sequence (vLLM's priority mode); otherwise FCFS."""
         if limits.max_num_seqs > limits.max_num_batched_tokens:
             raise ValueError("the simulator needs max_num_seqs <= max_num_batched_tokens")
         self._step_time = profile.step_time
@@ -75,6 +84,7 @@ class EngineModel:
         self.budget = limits.max_num_batched_tokens
         self.max_len = limits.max_model_len
         self.priority = priority
+        self._victim_by_priority = priority and preempt_lowest_priority
         self.kv = KvModel(limits.kv_cache_blocks, limits.block_size)
         self.k = 0
         self.running: dict[Seq, None] = {}
@@ -319,7 +329,7 @@ class EngineModel:
         return True
 
     def _victim(self) -> Seq:
-        if self.priority:
+        if self._victim_by_priority:
             return max(self.running, key=lambda s: (s.priority, s.pos))
         return next(reversed(self.running))
 

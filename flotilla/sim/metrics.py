@@ -1,9 +1,12 @@
 """What a run is judged by: latency percentiles, throughput, goodput under an SLO, imbalance.
 
 TTFT is arrival (when the request could first be sent) to first token, so router queueing counts;
-TPOT is the mean time per output token after the first; goodput counts only requests that met both
-SLO bounds. Load imbalance is the coefficient of variation (std / mean) of the requests on each
-instance (running + waiting, as scraped), averaged over the scrapes at which the fleet held any.
+TPOT is the mean time per output token after the first. Throughput and goodput are completion rates
+between the 20th and 80th percentile of completion times, so a run's empty start and its drain do
+not dilute them (a trace slice replayed at high rate lasts only tens of seconds); goodput counts
+only requests that met both SLO bounds. Load imbalance is the coefficient of variation (std / mean)
+of the requests on each instance (running + waiting, as scraped), averaged over the scrapes at
+which the fleet held any.
 """
 
 from __future__ import annotations
@@ -52,6 +55,25 @@ def _stats(x: np.ndarray) -> tuple[float, float, float]:
     return float(x.mean()), float(np.percentile(x, 50)), float(np.percentile(x, 99))
 
 
+def _middle(finished: np.ndarray) -> tuple[float, float]:
+    """The 20th to 80th percentile of completion times: the run without its start-up and drain."""
+    if finished.size < 5:
+        return float(finished.min(initial=0.0)), float(finished.max(initial=0.0))
+    lo, hi = np.percentile(finished, [20, 80])
+    return float(lo), float(hi)
+
+
+def _rate(
+    finished: np.ndarray, mask: np.ndarray, window: tuple[float, float], weight: np.ndarray | None = None
+) -> float:
+    lo, hi = window
+    if hi <= lo:
+        return float("nan")
+    inside = mask & (finished >= lo) & (finished <= hi)
+    total = float(weight[inside].sum()) if weight is not None else float(inside.sum())
+    return total / (hi - lo)
+
+
 def summarize(r: RunResult, slo: Slo) -> Summary:
     done = np.isfinite(r.finished)
     e2e = r.finished - r.arrival
@@ -59,7 +81,7 @@ def summarize(r: RunResult, slo: Slo) -> Summary:
     many = done & (r.output_tokens > 1)
     tpot = np.full(len(e2e), np.nan)
     tpot[many] = (r.finished[many] - r.first_token[many]) / (r.output_tokens[many] - 1)
-    span = float(np.nanmax(r.finished) - np.nanmin(r.arrival)) if done.any() else float("nan")
+    window = _middle(r.finished[done])
     tpot_ok = np.where(r.output_tokens > 1, np.nan_to_num(tpot, nan=np.inf) < slo.tpot_s, True)
     good = done & (np.nan_to_num(ttft, nan=np.inf) < slo.ttft_s) & tpot_ok
     loads = r.loads.astype(float)
@@ -73,9 +95,9 @@ def summarize(r: RunResult, slo: Slo) -> Summary:
         **dict(zip(("ttft_mean", "ttft_p50", "ttft_p99"), _stats(ttft), strict=True)),
         **dict(zip(("tpot_mean", "tpot_p50", "tpot_p99"), _stats(tpot), strict=True)),
         queue_mean=_stats(r.admitted - r.arrival)[0],
-        throughput_rps=float(done.sum()) / span,
-        tokens_per_s=float(r.output_tokens[done].sum()) / span,
-        goodput_rps=float(good.sum()) / span,
+        throughput_rps=_rate(r.finished, done, window),
+        tokens_per_s=_rate(r.finished, done, window, r.output_tokens),
+        goodput_rps=_rate(r.finished, good, window),
         slo_attainment=float(good.sum()) / len(e2e),
         imbalance_cv=cv,
         preemptions=int(r.instance_preemptions.sum()),

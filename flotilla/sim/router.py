@@ -88,7 +88,9 @@ class SimRouter:
         views = []
         for j in free:
             record = self.records[j]
-            record.predicted_remaining = self._remaining(j)
+            remaining = self._remaining(j)
+            if record.predicted_remaining != remaining:  # setting it drops the record's cached view
+                record.predicted_remaining = remaining
             views.append(record.view())
         ranked = self.policy.rank(features, Snapshot(tuple(views)), self._rng)
         self.decisions += 1

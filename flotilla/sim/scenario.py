@@ -2,10 +2,12 @@
 
 The lineup is the issue's: Kubernetes' round robin, AIBrix/KubeAI's least request, AIBrix's KV
 utilisation, llm-d/SGLang's prefix affinity, our predicted load, and an oracle that knows every
-request's true output length. The oracle is as strong as this architecture allows: the router's
-`predicted_load` policy (global minimum, no sampling) fed true lengths, the router queue ordered
-shortest-first by true length, and engines that admit shortest-first and preempt the longest
-(vLLM's `--scheduling-policy priority` with priority = true length). It bounds what a perfect length
+request's true output length. The oracle is the strongest set-up of these mechanisms with perfect
+knowledge: the router's `predicted_load` policy (global minimum, no sampling) fed true lengths, the
+router queue ordered shortest-first by true length, and engines that admit shortest-first. Its
+engines preempt the most recently admitted request, as FCFS vLLM does: preempting the longest one
+(vLLM's priority mode) made long-context requests recompute their prompts over and over, with 2x
+the preemptions and a worse mean latency at 95% load on Mooncake. It shows what a perfect length
 predictor could buy; it is not a proof of optimality.
 """
 
@@ -27,7 +29,10 @@ class Scenario(BaseModel):
     queue: Literal["fcfs", "spf"] = "fcfs"
     """Router queue order: arrival, or the predictor's ShortestPredictedFirst on the predictions."""
     engine_priority: bool = False
-    """Engines admit by priority = predicted length (vLLM's priority scheduling) instead of FCFS."""
+    """Engines admit waiting requests by priority = predicted length instead of in arrival order."""
+    preempt_lowest_priority: bool = False
+    """With engine_priority: preempt the lowest-priority running request (vLLM's priority mode)
+    rather than the most recently admitted one (vLLM's FCFS mode)."""
 
 
 def default_lineup() -> list[Scenario]:

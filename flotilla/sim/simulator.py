@@ -101,7 +101,15 @@ def simulate(
     """Run `requests` through the fleet; `policies` defaults to the router's own registry."""
     n = len(requests)
     m = config.instances
-    engines = [EngineModel(profile, limits, priority=scenario.engine_priority) for _ in range(m)]
+    engines = [
+        EngineModel(
+            profile,
+            limits,
+            priority=scenario.engine_priority,
+            preempt_lowest_priority=scenario.preempt_lowest_priority,
+        )
+        for _ in range(m)
+    ]
     policy = (policies or default_registry()).build(scenario.policy, scenario.params)
     check_fits(requests, limits)
     # As the router does: predict once per request on arrival, carried in the features.

@@ -45,6 +45,8 @@ class Workload:
     """Requests whose prompt or output was shortened to fit max_model_len."""
     sessions: int = 0
     """Requests that are a later turn of an earlier one."""
+    sample: int = 0
+    """Which slice of the trace this is (see `sample`)."""
 
 
 def _clip(prompt: int, output: int, max_model_len: int) -> tuple[int, int, bool]:
@@ -186,3 +188,9 @@ def extend_to(w: Workload, n: int) -> Workload:
             )
         rep += 1
     return Workload(f"{w.name}x{rep}", out, w.clipped * rep, sum(r.parent is not None for r in out))
+
+
+def sample(w: Workload, n: int, index: int) -> Workload:
+    """The `index`-th run of `n` consecutive requests of the trace (repeated past its end)."""
+    longer = extend_to(w, n * (index + 1)).requests[n * index :]
+    return Workload(w.name, longer, w.clipped, sum(r.parent is not None for r in longer), index)

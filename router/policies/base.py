@@ -86,15 +86,17 @@ def rank_by_cost(
     """Best first by cost; with `choices` = d > 0 the winner is the best of d random candidates.
 
     Sampling d candidates (power of d choices) keeps replicas that share stale state from herding
-    onto one instance, at a small cost in balance; d = 0 takes the global minimum. Ties are broken at
-    random either way.
+    onto one instance, at a small cost in balance; d = 0 takes the global minimum, a random one
+    among equals. The rest follow by cost (they are only fallbacks).
     """
     n = len(instances)
     if n == 0:
         return []
-    keyed = sorted(range(n), key=lambda i: (costs[i], rng.random()))
+    order = sorted(range(n), key=costs.__getitem__)
     if choices <= 0 or choices >= n:
-        return [instances[i] for i in keyed]
-    sampled = set(rng.sample(range(n), choices))
-    first = min(sampled, key=lambda i: (costs[i], rng.random()))
-    return [instances[first]] + [instances[i] for i in keyed if i != first]
+        best = costs[order[0]]
+        tied = [i for i in order if costs[i] == best]
+        first = tied[rng.randrange(len(tied))] if len(tied) > 1 else order[0]
+    else:
+        first = min(rng.sample(range(n), choices), key=costs.__getitem__)
+    return [instances[first]] + [instances[i] for i in order if i != first]

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from flotilla.enginesim.process import EngineProcess, free_port, start_engine
 from flotilla.router.app import Router, build_discovery
 from flotilla.router.config import RouterConfig
+from flotilla.router.policies import PolicyRegistry
 
 MODEL = "sim"
 StartEngines = Callable[..., Awaitable[list[EngineProcess]]]
@@ -47,8 +48,10 @@ def _router_config(engines: Sequence[EngineProcess], **overrides: Any) -> Router
 
 
 @contextlib.asynccontextmanager
-async def _serve_router(config: RouterConfig) -> AsyncIterator[tuple[Router, str]]:
-    router = Router(config, build_discovery(config), registry=CollectorRegistry())
+async def _serve_router(
+    config: RouterConfig, policies: PolicyRegistry | None = None
+) -> AsyncIterator[tuple[Router, str]]:
+    router = Router(config, build_discovery(config), registry=CollectorRegistry(), policies=policies)
     server = uvicorn.Server(
         uvicorn.Config(
             router.app(), host=config.host, port=config.port, log_level="warning", access_log=False
@@ -76,6 +79,6 @@ def router_config() -> Callable[..., RouterConfig]:
 
 
 @pytest.fixture
-def serve_router() -> Callable[[RouterConfig], contextlib.AbstractAsyncContextManager[tuple[Router, str]]]:
-    """`async with serve_router(config) as (router, url)`: an in-process router on uvicorn."""
+def serve_router() -> Callable[..., contextlib.AbstractAsyncContextManager[tuple[Router, str]]]:
+    """`async with serve_router(config[, policies]) as (router, url)`: an in-process router on uvicorn."""
     return _serve_router

@@ -113,7 +113,7 @@ async def test_overload_is_429_with_retry_after(engines: Any, router_config: Any
     procs = await engines(1, "--time-scale", "1", "--decode-step-ms", "20")
     cfg = router_config(procs, max_inflight_per_instance=2, max_queue_per_model=3)
     async with serve_router(cfg) as (router, url), httpx.AsyncClient(timeout=30) as c:
-        body = {"model": MODEL, "prompt": "x", "max_tokens": 10, "ignore_eos": True}
+        body = {"model": MODEL, "prompt": "x", "max_tokens": 50, "ignore_eos": True}  # ~1 s each
         results = await asyncio.gather(*(c.post(url + "/v1/completions", json=body) for _ in range(12)))
         codes = sorted(r.status_code for r in results)
         assert codes.count(200) == 5, codes  # 2 in flight + 3 queued

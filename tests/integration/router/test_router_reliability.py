@@ -2,10 +2,10 @@
 
 import asyncio
 import os
+import random
 import signal
 import statistics
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,8 @@ import orjson
 import yaml
 
 from flotilla.enginesim.process import start_engine
+from flotilla.router.policies import InstanceView, RequestFeatures, Snapshot, default_registry
+from flotilla.router.policies.base import NoParams
 
 MODEL = "sim"
 
@@ -50,17 +52,32 @@ async def test_killed_instance_fails_over_is_ejected_and_probed_back(
             await revived.stop()
 
 
-async def test_two_router_replicas_do_not_herd(engines: Any, router_config: Any, serve_router: Any) -> None:
+class ScrapeOnlyArgmin:
+    """The herding baseline: the least loaded instance by the last scrape alone, ties by id."""
+
+    name = "scrape_only"
+
+    def __init__(self, params: NoParams) -> None:
+        pass
+
+    def rank(self, request: RequestFeatures, snapshot: Snapshot, rng: random.Random) -> list[InstanceView]:
+        return sorted(snapshot.instances, key=lambda i: (i.running + i.waiting, i.id))
+
+
+async def _two_replicas_under_bursts(
+    engines: Any, router_config: Any, serve_router: Any, policy: str
+) -> tuple[list[int], float]:
+    """Per-engine request counts, and the worst in-flight max/mean seen while bursts were running."""
     procs = await engines(4, "--time-scale", "1", "--decode-step-ms", "5", "--max-num-seqs", "256")
-    per_engine: Counter[str] = Counter()
-    # Two replicas with identical seeds would break ties identically; real replicas draw from the OS.
-    cfg_a = router_config(procs, seed=1, scrape_interval_s=0.2)
-    cfg_b = router_config(procs, seed=2, scrape_interval_s=0.2)
-    limits = httpx.Limits(max_connections=400)
+    registry = default_registry()
+    registry.register("scrape_only", NoParams, ScrapeOnlyArgmin)
+    # Replicas draw tie-breaks from different seeds, as real ones (seeded by the OS) do.
+    cfg_a = router_config(procs, seed=1, scrape_interval_s=0.2, default_policy=policy)
+    cfg_b = router_config(procs, seed=2, scrape_interval_s=0.2, default_policy=policy)
     async with (
-        serve_router(cfg_a) as (ra, url_a),
-        serve_router(cfg_b) as (rb, url_b),
-        httpx.AsyncClient(timeout=60, limits=limits) as c,
+        serve_router(cfg_a, registry) as (ra, url_a),
+        serve_router(cfg_b, registry) as (rb, url_b),
+        httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=400)) as c,
     ):
         peaks: list[list[int]] = []
 
@@ -76,18 +93,33 @@ async def test_two_router_replicas_do_not_herd(engines: Any, router_config: Any,
         for _wave in range(4):  # bursts hit both replicas at once, between scrapes
             await asyncio.gather(*(c.post(u + "/v1/completions", json=body) for u in [url_a, url_b] * 40))
         sampler.cancel()
-        for i, p in enumerate(procs):
+        counts = []
+        for p in procs:
             text = (await c.get(p.url + "/metrics")).text
-            line = next(x for x in text.splitlines() if x.startswith("vllm:request_success_total"))
-            per_engine[f"e{i}"] = int(float(line.split()[-1]))
-    counts = [per_engine[f"e{i}"] for i in range(4)]
-    assert sum(counts) == 320
-    cv = statistics.pstdev(counts) / statistics.mean(counts)
+            line = next((x for x in text.splitlines() if x.startswith("vllm:request_success_total")), None)
+            counts.append(int(float(line.split()[-1])) if line else 0)  # no series before a first success
     busy = [p for p in peaks if sum(p) >= 40]
-    worst = max(max(p) / (sum(p) / 4) for p in busy)
-    print(f"\nrequests per engine {counts} (cv {cv:.3f}); worst in-flight max/mean {worst:.2f}")
+    return counts, max(max(p) / (sum(p) / 4) for p in busy)
+
+
+async def test_two_router_replicas_do_not_herd(engines: Any, router_config: Any, serve_router: Any) -> None:
+    counts, worst = await _two_replicas_under_bursts(engines, router_config, serve_router, "least_request")
+    cv = statistics.pstdev(counts) / statistics.mean(counts)
+    print(
+        f"\nleast_request: requests per engine {counts} (cv {cv:.3f}); worst in-flight max/mean {worst:.2f}"
+    )
+    assert sum(counts) == 320
     assert cv < 0.15
     assert worst < 2.0, "at no moment does one engine hold twice its share"
+
+
+async def test_the_herding_measure_catches_a_scrape_only_policy(
+    engines: Any, router_config: Any, serve_router: Any
+) -> None:
+    """The same measure on a policy that trusts stale scrapes alone: bursts pile onto one engine."""
+    counts, worst = await _two_replicas_under_bursts(engines, router_config, serve_router, "scrape_only")
+    print(f"\nscrape_only: requests per engine {counts}; worst in-flight max/mean {worst:.2f}")
+    assert worst > 3.0
 
 
 async def test_graceful_drain_finishes_streams_in_flight(

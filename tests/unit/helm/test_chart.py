@@ -37,7 +37,7 @@ def test_helm_lint_strict(helm: Path, chart: Path) -> None:
 def test_chart_crds_are_the_generated_ones(chart: Path, repo: Path) -> None:
     generated = crdgen.render()
     assert (chart / "crds" / crdgen.CRD_FILENAME).read_text() == generated, (
-        "helm/flotilla/crds is stale: cp crds/*.yaml helm/flotilla/crds/ after `make crds`"
+        "helm/flotilla/crds is stale: run `make crds`"
     )
     assert sorted(p.name for p in (chart / "crds").iterdir()) == sorted(
         p.name for p in (repo / "crds").glob("*.yaml")

@@ -131,6 +131,22 @@ def test_sweep_table_lists_every_scenario_and_load(profile: StepTimeProfile, tmp
         assert table.count(f"| {s.name} |") == 2
     assert all(r.summary.completed == 120 for r in rows)
     assert all(0.5 * r.capacity_rps == pytest.approx(r.rate_rps) for r in rows if r.load == 0.5)
+    two = bench.sweep(
+        [w, Workload("mix", mixed(120, 3), sample=1)],
+        [0.5],
+        lineup[:1],
+        profile=profile,
+        limits=profile.limits,
+        config=SimConfig(instances=2),
+        slo=Slo(),
+    )
+    (avg,) = bench.average(two)
+    assert avg.samples == 2
+    assert avg.summary.e2e_mean == pytest.approx((two[0].summary.e2e_mean + two[1].summary.e2e_mean) / 2)
+    assert avg.e2e_mean_range == (
+        min(r.summary.e2e_mean for r in two),
+        max(r.summary.e2e_mean for r in two),
+    )
     paths = bench.plot(rows, tmp_path) + bench.plot_loads(rows, tmp_path)
     assert [p.name for p in paths] == ["mix.png", "mix-instance-load.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)

@@ -97,3 +97,12 @@ def test_capacity_grows_with_shorter_requests(profile: StepTimeProfile) -> None:
     assert instance_capacity(short, profile, profile.limits) > 5 * instance_capacity(
         long, profile, profile.limits
     )
+
+
+def test_samples_are_consecutive_slices() -> None:
+    base = workloads.Workload("w", [SimRequest(i, float(i), 10, 5) for i in range(10)])
+    second = workloads.sample(base, 4, 1)
+    assert [r.id for r in second.requests] == [4, 5, 6, 7]
+    assert second.sample == 1
+    third = workloads.sample(base, 4, 2)
+    assert [r.id for r in third.requests] == [8, 9, 10, 11]  # past the end: the trace again

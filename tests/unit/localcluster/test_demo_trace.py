@@ -1,0 +1,54 @@
+"""The demo's trace fitting and prompts: the window, the model split, exact prompt lengths and
+shared prefixes where the trace shares blocks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flotilla.enginesim.tokenizer import Tokenizer
+from flotilla.localcluster.demo_trace import BLOCK_TOKENS, PromptBuilder, TraceFit, TraceRequest, load_trace
+
+
+def write_trace(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def row(ts: int, inp: int, out: int, hashes: list[int]) -> dict[str, object]:
+    return {"timestamp": ts, "input_length": inp, "output_length": out, "hash_ids": hashes}
+
+
+def test_window_rate_scale_caps_and_model_split(tmp_path: Path) -> None:
+    trace = write_trace(
+        tmp_path / "t.jsonl",
+        [
+            row(0, 100, 10, [0, 1]),
+            row(500, 50_000, 5000, [0, 2, 3]),
+            row(900, 10, 1, [0, 1, 7]),  # same conversation as the first: same model
+            row(2500, 10, 1, [4]),  # outside a 2 s window at rate 1
+        ],
+    )
+    fit = TraceFit(duration_s=2.0, max_input_tokens=1000, max_output_tokens=100)
+    reqs = load_trace(trace, ["a", "b"], fit)
+    assert [r.at_s for r in reqs] == [0.0, 0.5, 0.9]
+    assert reqs[1].input_tokens == 1000 and reqs[1].output_tokens == 100
+    assert reqs[0].model == reqs[2].model == "b" and reqs[1].model == "a"
+    fast = load_trace(trace, ["a", "b"], TraceFit(duration_s=2.0, rate_scale=2.0))
+    assert len(fast) == 4 and fast[-1].at_s == 1.25
+
+
+def test_prompts_have_exact_lengths_and_share_prefixes() -> None:
+    tokenizer = Tokenizer()
+    builder = PromptBuilder()
+    a = TraceRequest(0.0, "m", 2 * BLOCK_TOKENS + 7, 1, (0, 1, 2))
+    b = TraceRequest(0.0, "m", 3 * BLOCK_TOKENS, 1, (0, 1, 9))
+    short = TraceRequest(0.0, "m", 5, 1, ())
+    long_ = TraceRequest(0.0, "m", 3 * BLOCK_TOKENS, 1, (5,))
+    ids_a, ids_b = tokenizer.encode(builder.prompt(a)), tokenizer.encode(builder.prompt(b))
+    assert len(ids_a) == a.input_tokens and len(ids_b) == b.input_tokens
+    assert ids_a[: 2 * BLOCK_TOKENS] == ids_b[: 2 * BLOCK_TOKENS]
+    assert ids_a[2 * BLOCK_TOKENS :] != ids_b[2 * BLOCK_TOKENS : 2 * BLOCK_TOKENS + 7]
+    assert len(tokenizer.encode(builder.prompt(short))) == 5
+    assert len(tokenizer.encode(builder.prompt(long_))) == 3 * BLOCK_TOKENS
+    assert builder.prompt(a) == PromptBuilder().prompt(a)  # deterministic across runs
