@@ -4,9 +4,10 @@ The semantics are `flotilla.enginesim.engine.Engine.schedule/apply` (and vLLM v1
 first schedules the running sequences in admission order (one token per decoding sequence, the next
 chunk for a prompt still prefilling), then admits waiting ones while `max_num_seqs` and the token
 budget (chunked prefill) allow, reusing cached prefix units; when KV blocks run out the most
-recently admitted sequence (the lowest-priority one, under priority scheduling) is preempted and
-recomputed later. A step lasts `profile.step_time(...)`; at its end every sequence whose tokens are
-all computed samples one token.
+recently admitted sequence is preempted and recomputed later. Optionally the waiting queue is
+ordered by priority, and the victim is then the lowest-priority sequence (vLLM's priority mode).
+A step lasts `profile.step_time(...)`; at its end every sequence whose tokens are all computed
+samples one token.
 
 What makes it fast: decoding sequences are not touched every step. A decoder's computed tokens grow
 by exactly one per step, so its state is kept as (value at step k0) + (k - k0), and the only
