@@ -163,13 +163,15 @@ async def run_operator(
 
     `on_start` receives the Runtime once built (the benchmark reads its request counters)."""
     import kopf
-    from kubernetes_asyncio.client import ApiClient
+    from kubernetes_asyncio.client import ApiClient, CoordinationV1Api
 
     from flotilla.operator.leader import LeaderElector
 
     api_config = await load_api_config(config)
     async with ApiClient(configuration=api_config) as api:
-        elector = LeaderElector(api, config.leader, time.time) if config.leader.enabled else None
+        elector = (
+            LeaderElector(CoordinationV1Api(api), config.leader, time.time) if config.leader.enabled else None
+        )
         if elector is not None:
             await elector.acquire()
         writer = KubeWriter(api)

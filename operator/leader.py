@@ -38,14 +38,15 @@ class LostLeadershipError(RuntimeError):
 
 
 class LeaderElector:
-    def __init__(self, api_client: Any, config: LeaderConfig, clock: Callable[[], float]) -> None:
-        from kubernetes_asyncio import client
-
-        self._api = client.CoordinationV1Api(api_client)
+    def __init__(self, leases: Any, config: LeaderConfig, clock: Callable[[], float]) -> None:
+        """`leases` is a kubernetes_asyncio CoordinationV1Api (or a fake with its lease methods)."""
+        self._api = leases
         self._config = config
         self._clock = clock
         self.identity = config.identity or f"{socket.gethostname()}-{os.getpid()}"
         self.requests = 0
+        # (resourceVersion, acquireTime, leaseTransitions) of the Lease this process last wrote.
+        self._held: tuple[str, str | None, int] | None = None
 
     async def _try(self) -> bool:
         """One acquire-or-renew round; True when this process holds the lease afterwards."""
@@ -58,6 +59,23 @@ class LeaderElector:
             "leaseDurationSeconds": max(1, round(cfg.lease_duration_s)),
             "renewTime": _now_micro(now),
         }
+        if self._held is not None:
+            # The holder renews from the Lease it last wrote: one request per renewal. Its
+            # resourceVersion makes the write fail if anyone changed the Lease since.
+            body = {
+                "metadata": {"name": cfg.name, "namespace": cfg.namespace, "resourceVersion": self._held[0]},
+                "spec": {**spec, "acquireTime": self._held[1], "leaseTransitions": self._held[2]},
+            }
+            self.requests += 1
+            try:
+                written = await self._api.replace_namespaced_lease(cfg.name, cfg.namespace, body)
+            except ApiException as exc:
+                self._held = None
+                if exc.status != 409:
+                    raise
+            else:
+                self._remember(written)
+                return True
         self.requests += 1
         try:
             lease = await self._api.read_namespaced_lease(cfg.name, cfg.namespace)
@@ -70,11 +88,12 @@ class LeaderElector:
             }
             self.requests += 1
             try:
-                await self._api.create_namespaced_lease(cfg.namespace, body)  # type: ignore[arg-type]  # dicts serialise as-is
+                written = await self._api.create_namespaced_lease(cfg.namespace, body)
             except ApiException as exc2:
                 if exc2.status == 409:
                     return False
                 raise
+            self._remember(written)
             return True
         holder = lease.spec.holder_identity
         renewed = _parse(lease.spec.renew_time) or 0.0
@@ -96,12 +115,20 @@ class LeaderElector:
         }
         self.requests += 1
         try:
-            await self._api.replace_namespaced_lease(cfg.name, cfg.namespace, body)  # type: ignore[arg-type]
+            written = await self._api.replace_namespaced_lease(cfg.name, cfg.namespace, body)
         except ApiException as exc:
             if exc.status == 409:  # someone else updated it first
                 return False
             raise
+        self._remember(written)
         return True
+
+    def _remember(self, lease: Any) -> None:
+        self._held = (
+            lease.metadata.resource_version,
+            _iso(lease.spec.acquire_time),
+            lease.spec.lease_transitions or 0,
+        )
 
     async def acquire(self) -> None:
         """Wait until this process holds the lease."""
@@ -145,7 +172,8 @@ class LeaderElector:
                 },
                 "spec": {"holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": None},
             }
-            await self._api.replace_namespaced_lease(self._config.name, self._config.namespace, body)  # type: ignore[arg-type]
+            await self._api.replace_namespaced_lease(self._config.name, self._config.namespace, body)
+            self._held = None
         except Exception as exc:
             log.debug("lease release failed: %s", exc)
 

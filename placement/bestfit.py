@@ -13,6 +13,8 @@ import random
 import time
 from collections import defaultdict
 
+import numpy as np
+
 from flotilla.placement.faststate import FastState
 from flotilla.placement.plan import Plan, Status
 from flotilla.placement.planbuild import plan_from_assignment
@@ -31,12 +33,38 @@ def units_in_order(pending: tuple[Pod, ...]) -> list[list[Pod]]:
     return sorted(units.values(), key=key)
 
 
+def _pack_node(state: FastState, pod: Pod, part: int | None) -> int | None:
+    """For a pack fleet: the best-fitting feasible node in a domain where the fleet already runs."""
+    nodes = state.pack_candidates(pod)
+    if nodes is None:
+        return None
+    free = state.free[nodes]
+    ok = free[:, 0] >= pod.requests.gpu
+    if not ok.any():  # the usual miss: the fleet's nodes are full; checked before anything dearer
+        return None
+    ok &= state.eligible_mask(pod)[nodes] & (free >= state.demand(pod)).all(axis=1)
+    if part is not None:
+        ok &= state.part_of[nodes] == part
+    if pod.spread is not None:
+        spread_ok = state.spread_ok(pod)
+        if spread_ok is not None:
+            ok &= spread_ok[nodes]
+    if not ok.any():
+        return None
+    return int(nodes[ok][np.argmin(free[ok, 0])])
+
+
 def best_node(state: FastState, pod: Pod, part: int | None = None) -> int | None:
     """A feasible node (in `part`, if given) left with the fewest free GPUs.
 
     Scans the free-GPU buckets upwards from the pod's request, so a placement costs a few checks
-    rather than a pass over every node.
+    rather than a pass over every node. A pack pod first joins its fleet's domains (pods of one
+    fleet arrive over several cycles; best fit alone would scatter them over equally full nodes).
     """
+    if pod.pack is not None:
+        joined = _pack_node(state, pod, part)
+        if joined is not None:
+            return joined
     need = pod.requests.gpu
     eligible = state.eligible_mask(pod)
     parts = [state.buckets[part]] if part is not None else list(state.buckets.values())
@@ -62,7 +90,8 @@ def _failure_key(pod: Pod) -> tuple[object, ...]:
         pod.tolerations,
         pod.node_selector,
         pod.spread,
-        pod.fleet if pod.spread else "",
+        pod.pack,
+        pod.fleet if pod.spread or (pod.pack and pod.pack.mode is SpreadMode.HARD) else "",
     )
 
 

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from flotilla.placement.feasibility import eligible
-from flotilla.placement.snapshot import HOSTNAME_KEY, Node, Pod, Resources, Snapshot, Spread
+from flotilla.placement.snapshot import HOSTNAME_KEY, Node, Pack, Pod, Resources, Snapshot, Spread
 
 MAX_KEEP_PATTERNS = 64
 
@@ -60,6 +60,10 @@ class Reduction:
     droppable: dict[str, list[Pod]]  # node -> running pods the solver may evict or move
     spread: dict[str, Spread]  # fleet -> its spread
     max_pending_tier: int | None
+    pack: dict[str, Pack] = field(default_factory=dict)  # fleet -> its pack preference
+    # pack fleet -> domains (of its topology key) where it has bound pods: any, and ones that stay
+    pack_bound: dict[str, set[str]] = field(default_factory=dict)
+    pack_fixed: dict[str, set[str]] = field(default_factory=dict)
 
 
 def group_key(pod: Pod, unit_size: int) -> tuple[object, ...]:
@@ -70,6 +74,7 @@ def group_key(pod: Pod, unit_size: int) -> tuple[object, ...]:
         pod.tolerations,
         pod.node_selector,
         pod.spread,
+        pod.pack,
         unit_size,
     )
 
@@ -80,6 +85,8 @@ def _relevant_label_keys(snapshot: Snapshot) -> set[str]:
         keys.update(k for k, _ in pod.node_selector)
         if pod.spread is not None:
             keys.add(pod.spread.topology_key)
+        if pod.pack is not None:
+            keys.add(pod.pack.topology_key)
     return keys
 
 
@@ -122,8 +129,19 @@ def reduce_snapshot(snapshot: Snapshot, *, allow_moves: bool = True, per_node: b
         if pod.spread is not None:
             spreads[pod.fleet] = pod.spread
 
-    node_names = {n.name for n in snapshot.nodes}
+    packs: dict[str, Pack] = {}
+    for pod in (*snapshot.bound, *snapshot.pending):
+        if pod.pack is not None:
+            packs[pod.fleet] = pod.pack
+
+    node_by_name = {n.name: n for n in snapshot.nodes}
+    node_names = set(node_by_name)
     fixed: dict[str, Resources] = defaultdict(Resources)
+    pack_bound: dict[str, set[str]] = defaultdict(set)
+    pack_fixed: dict[str, set[str]] = defaultdict(set)
+    # hostname-packed fleets present on a node (any pod, pods that stay): such nodes are not alike
+    host_present: dict[str, set[str]] = defaultdict(set)
+    host_fixed: dict[str, set[str]] = defaultdict(set)
     droppable: dict[str, list[Pod]] = defaultdict(list)
     running_groups: dict[str, Counter[int]] = defaultdict(Counter)
     for pod in snapshot.bound:
@@ -135,6 +153,16 @@ def reduce_snapshot(snapshot: Snapshot, *, allow_moves: bool = True, per_node: b
             and max_pending is not None
             and (pod.tier < max_pending or allow_moves)
         )
+        pack = packs.get(pod.fleet)
+        if pack is not None:
+            domain = node_by_name[pod.node].label(pack.topology_key) or ""
+            pack_bound[pod.fleet].add(domain)
+            if not can_drop:
+                pack_fixed[pod.fleet].add(domain)
+            if pack.topology_key == HOSTNAME_KEY:
+                host_present[pod.node].add(pod.fleet)
+                if not can_drop:
+                    host_fixed[pod.node].add(pod.fleet)
         if not can_drop:
             fixed[pod.node] = fixed[pod.node] + pod.demand
             continue
@@ -151,7 +179,8 @@ def reduce_snapshot(snapshot: Snapshot, *, allow_moves: bool = True, per_node: b
         labels = tuple(sorted((k, node.label(k) or "") for k in label_keys))
         running = tuple(sorted(running_groups[node.name].items()))
         fresh = node.name not in fixed and not running
-        key: tuple[object, ...] = (capacity, labels, node.taints, node.ready, running, fresh)
+        packed = (tuple(sorted(host_present[node.name])), tuple(sorted(host_fixed[node.name])))
+        key: tuple[object, ...] = (capacity, labels, node.taints, node.ready, running, packed, fresh)
         if per_node:
             key = (node.name, *key)
         by_key[key].append(node)
@@ -183,12 +212,15 @@ def reduce_snapshot(snapshot: Snapshot, *, allow_moves: bool = True, per_node: b
         droppable=dict(droppable),
         spread=spreads,
         max_pending_tier=max_pending,
+        pack=packs,
+        pack_bound=dict(pack_bound),
+        pack_fixed=dict(pack_fixed),
     )
 
 
 def _evict_key(pod: Pod) -> tuple[object, ...]:
     """Pods that can only be evicted matter only by tier, size and (for spread) fleet."""
-    return (pod.tier, pod.demand.as_tuple(), pod.fleet if pod.spread is not None else "")
+    return (pod.tier, pod.demand.as_tuple(), pod.fleet if pod.spread or pod.pack else "")
 
 
 def class_eligible(group: Group, cls: NodeClass) -> bool:

@@ -33,6 +33,10 @@ def run(
     batch_window: float = typer.Option(0.25, help="Seconds to batch arrivals after a change."),
     resync: float = typer.Option(5.0, help="Retry pending pods at least this often (seconds)."),
     workers: int = typer.Option(0, help="CP-SAT workers (0: all cores)."),
+    metrics_port: int = typer.Option(
+        0, help="Serve Prometheus /metrics and /healthz on this port (0: do not serve)."
+    ),
+    metrics_host: str = typer.Option("0.0.0.0", help="Address the metrics server listens on."),
 ) -> None:
     """The in-cluster scheduler: place pods with schedulerName flotilla, bind, evict, explain."""
     import asyncio
@@ -42,18 +46,27 @@ def run(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = LoopConfig(budget_s=budget, batch_window_s=batch_window, resync_s=resync, workers=workers)
-    asyncio.run(_serve(config, kubeconfig))
+    asyncio.run(_serve(config, kubeconfig, metrics_host, metrics_port))
 
 
-async def _serve(config: LoopConfig, kubeconfig: Path | None) -> None:
+def health_max_age_s(config: LoopConfig) -> float:
+    """How long without an ended cycle before /healthz fails: a few resyncs and solves, never < 60 s."""
+    return max(60.0, 3 * (config.resync_s + config.batch_window_s + 2 * config.budget_s))
+
+
+async def _serve(config: LoopConfig, kubeconfig: Path | None, metrics_host: str, metrics_port: int) -> None:
     import asyncio
+    import contextlib
     import signal
 
     from kubernetes_asyncio import client
     from kubernetes_asyncio import config as kube_config
+    from prometheus_client import CollectorRegistry
 
     from flotilla.placement.clusterapi import KubeClusterApi
     from flotilla.placement.loop import PlacementLoop
+    from flotilla.placement.metricsserver import serve_metrics
+    from flotilla.placement.telemetry import PlacementMetrics
 
     if kubeconfig is not None:
         await kube_config.load_kube_config(config_file=str(kubeconfig))
@@ -65,8 +78,15 @@ async def _serve(config: LoopConfig, kubeconfig: Path | None) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    async with client.ApiClient() as api:
-        await PlacementLoop(KubeClusterApi(api, config.scheduler_name), config).run(stop)
+    metrics = PlacementMetrics(CollectorRegistry())
+    max_age = health_max_age_s(config)
+    async with contextlib.AsyncExitStack() as stack:
+        if metrics_port:
+            await stack.enter_async_context(
+                serve_metrics(metrics.registry, lambda: metrics.healthy(max_age), metrics_host, metrics_port)
+            )
+        api = await stack.enter_async_context(client.ApiClient())
+        await PlacementLoop(KubeClusterApi(api, config.scheduler_name), config, metrics=metrics).run(stop)
 
 
 @app.command("solve")

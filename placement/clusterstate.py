@@ -1,4 +1,4 @@
-"""A mutable what-if view of the cluster: free capacity and spread counts while a policy decides.
+"""A mutable what-if view of the cluster: free capacity, spread and pack counts while a policy decides.
 
 Heuristics place pods one by one and need cheap fit checks and undo (gangs are all-or-nothing);
 validation and metrics replay a plan through the same object, so "fits" means one thing everywhere.
@@ -24,6 +24,8 @@ class ClusterState:
         for pod in (*snapshot.bound, *snapshot.pending):
             if pod.spread is not None:
                 self._spread_keys[pod.fleet].add(pod.spread.topology_key)
+            if pod.pack is not None:
+                self._spread_keys[pod.fleet].add(pod.pack.topology_key)
         for pod in snapshot.bound:
             if pod.node in self.nodes:
                 self.place(pod, pod.node)
@@ -42,7 +44,24 @@ class ClusterState:
             domain = (pod.fleet, spread.topology_key, n.label(spread.topology_key) or "")
             if self.spread_count[domain] >= spread.max_per_domain:
                 return False
+        pack = pod.pack
+        if pack is not None and pack.mode is SpreadMode.HARD:
+            # kube's required podAffinity on the fleet: once it runs somewhere, only there
+            domains = self.occupied(pod.fleet, pack.topology_key)
+            if domains and (n.label(pack.topology_key) or "") not in domains:
+                return False
         return True
+
+    def occupied(self, fleet: str, key: str) -> set[str]:
+        """Domains of `key` where `fleet` runs (keys of its spread or pack only)."""
+        return {d for (f, k, d), count in self.spread_count.items() if f == fleet and k == key and count > 0}
+
+    def pack_domains(self) -> int:
+        """Topology domains occupied by pack fleets, summed over them (what soft pack minimises)."""
+        keys = {
+            (p.fleet, p.pack.topology_key) for pods in self.pods_on.values() for p in pods.values() if p.pack
+        }
+        return sum(len(self.occupied(fleet, key)) for fleet, key in keys)
 
     def place(self, pod: Pod, node: str) -> None:
         self.free[node] = self.free[node] - pod.demand

@@ -5,7 +5,7 @@ Each builder documents the optimum a person can check by hand, so a test can ass
 
 from __future__ import annotations
 
-from flotilla.placement.snapshot import Node, Pod, Resources, Spread, SpreadMode, Taint, Toleration
+from flotilla.placement.snapshot import Node, Pack, Pod, Resources, Spread, SpreadMode, Taint, Toleration
 
 CPU_PER_GPU, MEM_PER_GPU = 12_000, 100_000
 
@@ -36,6 +36,7 @@ def tp_pod(
     tolerations: tuple[Toleration, ...] = (),
     node_selector: tuple[tuple[str, str], ...] = (),
     spread: Spread | None = None,
+    pack: Pack | None = None,
 ) -> Pod:
     """A replica with `tp` GPUs (tensor parallelism) and CPU/memory in proportion."""
     return Pod(
@@ -50,6 +51,7 @@ def tp_pod(
         tolerations=tolerations,
         node_selector=node_selector,
         spread=spread,
+        pack=pack,
     )
 
 
@@ -59,3 +61,11 @@ def hard_spread(max_per_domain: int = 1, key: str = "kubernetes.io/hostname") ->
 
 def soft_spread(max_per_domain: int = 1, key: str = "kubernetes.io/hostname") -> Spread:
     return Spread(SpreadMode.SOFT, key, max_per_domain)
+
+
+def soft_pack(key: str = "kubernetes.io/hostname") -> Pack:
+    return Pack(SpreadMode.SOFT, key)
+
+
+def hard_pack(key: str = "kubernetes.io/hostname") -> Pack:
+    return Pack(SpreadMode.HARD, key)

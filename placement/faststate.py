@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from flotilla.placement.feasibility import eligible
-from flotilla.placement.snapshot import Pod, Snapshot, SpreadMode
+from flotilla.placement.snapshot import Pod, Resources, Snapshot, SpreadMode
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -37,10 +37,15 @@ class FastState:
         self.pods_on: list[dict[str, Pod]] = [{} for _ in snapshot.nodes]
         self.where: dict[str, int] = {}
         self._eligible: dict[tuple[object, ...], BoolArray] = {}
+        self._demands: dict[Resources, IntArray] = {}
         # spread: (fleet, key) -> (domain index per node, count per domain)
         self._domain_of: dict[str, IntArray] = {}
         self._spread_counts: dict[tuple[str, str], IntArray] = {}
         self._fleet_keys: dict[str, set[str]] = defaultdict(set)
+        # (fleet, key) -> domains holding at least one pod of the fleet; key -> nodes per domain
+        self._present: dict[tuple[str, str], set[int]] = defaultdict(set)
+        self._members: dict[str, list[list[int]]] = {}
+        self._candidates: dict[tuple[str, str], IntArray] = {}
         self.journal: list[tuple[str, Pod, int]] = []
         # part -> free GPUs -> nodes (insertion-ordered sets): best-fit scans a few buckets, not all nodes
         self.part = partition if partition is not None else [0] * len(self.names)
@@ -48,17 +53,25 @@ class FastState:
         for i, gpus in enumerate(self.free[:, 0].tolist()):
             self.buckets[self.part[i]][gpus][i] = None
         self.removals = 0
+        self.part_of: IntArray = np.array(self.part, dtype=np.int64)
         for pod in (*snapshot.bound, *snapshot.pending):
             if pod.spread is not None:
                 self._fleet_keys[pod.fleet].add(pod.spread.topology_key)
+            if pod.pack is not None:
+                self._fleet_keys[pod.fleet].add(pod.pack.topology_key)
         for pod in snapshot.bound:
             if pod.node in self.index:
                 self.place(pod, self.index[pod.node])
         self.journal.clear()
 
-    @staticmethod
-    def demand(pod: Pod) -> IntArray:
-        return np.array(pod.demand.as_tuple(), dtype=np.int64)
+    def demand(self, pod: Pod) -> IntArray:
+        """The pod's demand row, shared by pods of equal requests (read-only: never update in place)."""
+        row = self._demands.get(pod.requests)
+        if row is None:
+            row = np.array(pod.demand.as_tuple(), dtype=np.int64)
+            row.flags.writeable = False
+            self._demands[pod.requests] = row
+        return row
 
     def eligible_mask(self, pod: Pod) -> BoolArray:
         sig = (constraint_signature(pod), pod.demand.as_tuple())
@@ -93,10 +106,60 @@ class FastState:
         counts = self._counts(pod.fleet, spread.topology_key)
         return counts[self._domains(spread.topology_key)] < spread.max_per_domain
 
+    def pack_candidates(self, pod: Pod) -> IntArray | None:
+        """Nodes in the domains where the pod's pack fleet already runs; None if it runs nowhere.
+
+        Cached per fleet until the set of its domains changes (rare next to placements), so a pack
+        pod costs a small vectorised check rather than a pass over every node.
+        """
+        pack = pod.pack
+        if pack is None:
+            return None
+        key = (pod.fleet, pack.topology_key)
+        present = self._present.get(key)
+        if not present:
+            return None
+        cached = self._candidates.get(key)
+        if cached is None:
+            members = self._members.get(pack.topology_key)
+            if members is None:
+                domains = self._domains(pack.topology_key)
+                members = [[] for _ in range(int(domains.max(initial=0)) + 1)]
+                for node, domain in enumerate(domains.tolist()):
+                    members[domain].append(node)
+                self._members[pack.topology_key] = members
+            nodes = [node for domain in sorted(present) for node in members[domain]]
+            cached = np.array(nodes, dtype=np.int64)
+            self._candidates[key] = cached
+        return cached
+
+    def pack_present(self, pod: Pod) -> BoolArray | None:
+        """Nodes in a domain where the pod's pack fleet already has a pod; None if it has none yet."""
+        pack = pod.pack
+        if pack is None:
+            return None
+        counts = self._counts(pod.fleet, pack.topology_key)
+        if not counts.any():
+            return None
+        return counts[self._domains(pack.topology_key)] > 0
+
+    def pack_ok(self, pod: Pod) -> BoolArray | None:
+        """Hard pack: only the fleet's domains, once it has one."""
+        if pod.pack is None or pod.pack.mode is not SpreadMode.HARD:
+            return None
+        return self.pack_present(pod)
+
+    def constraint_mask(self, pod: Pod) -> BoolArray | None:
+        """Hard spread and hard pack together, or None when neither restricts the pod."""
+        spread, pack = self.spread_ok(pod), self.pack_ok(pod)
+        if spread is None or pack is None:
+            return spread if pack is None else pack
+        return spread & pack
+
     def fit_mask(self, pod: Pod, demand: IntArray | None = None) -> BoolArray:
         d = self.demand(pod) if demand is None else demand
         mask = self.eligible_mask(pod) & (self.free >= d).all(axis=1)
-        ok = self.spread_ok(pod)
+        ok = self.constraint_mask(pod)
         return mask if ok is None else mask & ok
 
     def fits(self, pod: Pod, node: int) -> bool:
@@ -106,6 +169,10 @@ class FastState:
         if spread is not None and spread.mode is SpreadMode.HARD:
             counts = self._counts(pod.fleet, spread.topology_key)
             return bool(counts[self._domains(spread.topology_key)[node]] < spread.max_per_domain)
+        pack = pod.pack
+        if pack is not None and pack.mode is SpreadMode.HARD:
+            present = self._present.get((pod.fleet, pack.topology_key))
+            return not present or int(self._domains(pack.topology_key)[node]) in present
         return True
 
     def _rebucket(self, node: int, before: int) -> None:
@@ -129,7 +196,12 @@ class FastState:
         self.pods_on[node][pod.name] = pod
         self.where[pod.name] = node
         for key in self._fleet_keys.get(pod.fleet, ()):
-            self._counts(pod.fleet, key)[self._domains(key)[node]] += 1
+            domain = int(self._domains(key)[node])
+            counts = self._counts(pod.fleet, key)
+            counts[domain] += 1
+            if counts[domain] == 1:
+                self._present[(pod.fleet, key)].add(domain)
+                self._candidates.pop((pod.fleet, key), None)
         self.journal.append(("place", pod, node))
 
     def remove(self, pod: Pod) -> int:
@@ -140,7 +212,12 @@ class FastState:
         self.removals += 1
         del self.pods_on[node][pod.name]
         for key in self._fleet_keys.get(pod.fleet, ()):
-            self._counts(pod.fleet, key)[self._domains(key)[node]] -= 1
+            domain = int(self._domains(key)[node])
+            counts = self._counts(pod.fleet, key)
+            counts[domain] -= 1
+            if counts[domain] == 0:
+                self._present[(pod.fleet, key)].discard(domain)
+                self._candidates.pop((pod.fleet, key), None)
         self.journal.append(("remove", pod, node))
         return node
 

@@ -18,6 +18,7 @@ from flotilla.api import labels as api
 from flotilla.placement.snapshot import (
     HOSTNAME_KEY,
     Node,
+    Pack,
     Pod,
     Resources,
     Snapshot,
@@ -107,6 +108,14 @@ def _spread(annotations: Json) -> Spread | None:
     return Spread(mode, annotations.get(api.ANNOTATION_TOPOLOGY_KEY) or HOSTNAME_KEY, 1)
 
 
+def _pack(annotations: Json) -> Pack | None:
+    """The CRD's default strategy is pack, but only pods that say so (the operator always does) get it."""
+    if annotations.get(api.ANNOTATION_PLACEMENT) != "pack":
+        return None
+    mode = SpreadMode.HARD if annotations.get(api.ANNOTATION_PLACEMENT_MODE) == "hard" else SpreadMode.SOFT
+    return Pack(mode, annotations.get(api.ANNOTATION_TOPOLOGY_KEY) or HOSTNAME_KEY)
+
+
 def to_pod(pod: Json) -> Pod:
     meta = pod.get("metadata", {})
     spec = pod.get("spec", {})
@@ -134,6 +143,7 @@ def to_pod(pod: Json) -> Pod:
         ),
         node_selector=tuple(sorted((spec.get("nodeSelector") or {}).items())),
         spread=_spread(annotations),
+        pack=_pack(annotations),
     )
 
 

@@ -6,7 +6,7 @@ first; a binding waits for the next cycle when its node still has pods being evi
 nominates and retries the same way), so the kubelet never sees an over-committed node. Pods left
 pending get a FailedScheduling Event and their fleet an Unschedulable condition, with the reason.
 Cycles run when pods or nodes change (after a short batching window) and every `resync_s` while
-pods are pending, so freed capacity is picked up.
+pods are pending, so freed capacity is picked up. Every cycle updates the `telemetry` metrics.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from flotilla.placement.kubeconv import build_snapshot
 from flotilla.placement.plan import Plan
 from flotilla.placement.snapshot import Snapshot
 from flotilla.placement.solver import solve
+from flotilla.placement.telemetry import PlacementMetrics
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,18 @@ Solver = Callable[[Snapshot], Plan]
 
 
 class PlacementLoop:
-    def __init__(self, cluster: ClusterApi, config: LoopConfig, solver: Solver | None = None) -> None:
+    def __init__(
+        self,
+        cluster: ClusterApi,
+        config: LoopConfig,
+        solver: Solver | None = None,
+        metrics: PlacementMetrics | None = None,
+    ) -> None:
         self._cluster = cluster
         self._config = config
         self._solve: Solver = solver or (lambda s: solve(s, config.budget_s, workers=config.workers))
         self._unschedulable: dict[str, bool] = {}
+        self._metrics = metrics
 
     async def cycle(self) -> Plan | None:
         """One round: snapshot, solve, apply. Returns the plan, or None when nothing was pending."""
@@ -56,9 +64,13 @@ class PlacementLoop:
         snapshot = build_snapshot(nodes, pods, self._config.scheduler_name)
         if not snapshot.pending:
             await self._update_fleets(snapshot, set())
+            if self._metrics is not None:
+                self._metrics.observe_cycle(snapshot, None, set())
             return None
         started = time.perf_counter()
         plan = await asyncio.to_thread(self._solve, snapshot)
+        if self._metrics is not None:
+            self._metrics.observe_solve(plan, time.perf_counter() - started)
         log.info(
             "placement: %d pending, %d bound, %d evicted, %d moved, %d unplaced (%s, %s, %.2f s)",
             len(snapshot.pending),
@@ -70,46 +82,66 @@ class PlacementLoop:
             plan.status,
             time.perf_counter() - started,
         )
-        await self.apply(snapshot, plan)
+        bound = await self.apply(snapshot, plan)
+        if self._metrics is not None:
+            self._metrics.observe_cycle(snapshot, plan, bound)
         return plan
 
-    async def _do(self, action: Awaitable[None], what: str) -> bool:
-        """One API call; a failure (pod deleted meanwhile, namespace terminating, PDB) is logged, and
-        the rest of the plan still goes ahead: the next cycle sees the truth again."""
+    async def _do(self, action: Awaitable[None], what: str, operation: str) -> bool:
+        """One API call; a failure (pod deleted meanwhile, namespace terminating, PDB) is logged and
+        counted, and the rest of the plan still goes ahead: the next cycle sees the truth again."""
         try:
             await action
         except Exception as exc:
             log.warning("placement: %s failed: %s", what, str(exc).splitlines()[0] if str(exc) else exc)
+            if self._metrics is not None:
+                self._metrics.errors.labels(operation=operation).inc()
             return False
         return True
 
-    async def apply(self, snapshot: Snapshot, plan: Plan) -> None:
+    async def apply(self, snapshot: Snapshot, plan: Plan) -> set[str]:
+        """Evict, move, bind, explain; returns the pods bound (a binding may wait or fail)."""
         pods = {p.name: p for p in (*snapshot.bound, *snapshot.pending)}
         c = self._cluster
         # a node with pods being evicted takes no new pod before they are gone (even if eviction failed)
         freeing: dict[str, int] = defaultdict(int)
         for e in plan.evictions:
             freeing[e.node] += 1
-            if await self._do(c.evict(e.pod), f"evicting {e.pod}"):
+            if await self._do(c.evict(e.pod), f"evicting {e.pod}", "evict"):
+                self._count_eviction("preempted")
                 message = f"Evicted by flotilla to place higher-tier pods on {e.node}"
-                await self._do(c.record_event(e.pod, "Preempted", message, True), "event")
+                await self._do(c.record_event(e.pod, "Preempted", message, True), "event", "event")
         for m in plan.moves:
             freeing[m.source] += 1
-            if await self._do(c.evict(m.pod), f"evicting {m.pod} to move it"):
+            if await self._do(c.evict(m.pod), f"evicting {m.pod} to move it", "evict"):
+                self._count_eviction("moved")
                 message = f"Evicted by flotilla to defragment {m.source}; planned on {m.target}"
-                await self._do(c.record_event(m.pod, "Moved", message, False), "event")
+                await self._do(c.record_event(m.pod, "Moved", message, False), "event", "event")
+        bound: set[str] = set()
         for b in plan.bindings:
             if freeing.get(b.node):
                 message = f"Nominated to {b.node}; binding after {freeing[b.node]} pod(s) there terminate"
-                await self._do(c.record_event(b.pod, "WaitingForPreemption", message, False), "event")
+                await self._do(
+                    c.record_event(b.pod, "WaitingForPreemption", message, False), "event", "event"
+                )
                 continue
-            if await self._do(c.bind(b.pod, b.node), f"binding {b.pod} to {b.node}"):
+            if await self._do(c.bind(b.pod, b.node), f"binding {b.pod} to {b.node}", "bind"):
+                bound.add(b.pod)
+                if self._metrics is not None:
+                    self._metrics.bindings.inc()
                 message = f"Successfully assigned {b.pod} to {b.node} ({plan.approach}, {plan.status})"
-                await self._do(c.record_event(b.pod, "Scheduled", message, False), "event")
+                await self._do(c.record_event(b.pod, "Scheduled", message, False), "event", "event")
+        if self._metrics is not None:
+            self._metrics.unplaced.inc(len(plan.unplaced))
         for name in plan.unplaced:
             reason = explain_unplaced(snapshot, pods[name])
-            await self._do(c.record_event(name, "FailedScheduling", reason, True), "event")
+            await self._do(c.record_event(name, "FailedScheduling", reason, True), "event", "event")
         await self._update_fleets(snapshot, set(plan.unplaced))
+        return bound
+
+    def _count_eviction(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.evictions.labels(reason=reason).inc()
 
     async def _update_fleets(self, snapshot: Snapshot, unplaced: set[str]) -> None:
         """Unschedulable=True for fleets with pods left pending, False once a fleet has none left."""
@@ -128,7 +160,7 @@ class PlacementLoop:
                 message = f"{len(stuck)} pod(s) cannot be placed: {explain_unplaced(snapshot, first)}"
 
             if await self._do(
-                self._cluster.set_unschedulable(fleet, bool(stuck), message), f"{fleet} status"
+                self._cluster.set_unschedulable(fleet, bool(stuck), message), f"{fleet} status", "status"
             ):
                 self._unschedulable[fleet] = bool(stuck)
 
@@ -147,6 +179,8 @@ class PlacementLoop:
                     plan = await self.cycle()
                 except Exception:
                     log.exception("placement cycle failed; retrying after resync")
+                    if self._metrics is not None:
+                        self._metrics.cycle_failed()
                     plan = None
                 if plan is not None and not plan.unplaced and not plan.evictions and not plan.moves:
                     wake.clear()  # everything placed: our own bindings need no second look

@@ -28,6 +28,7 @@ class PlanMetrics:
     free_gpus: int
     opened_nodes: int  # nodes that ran nothing and now run something
     soft_spread_excess: int
+    pack_domains: int = 0  # topology domains occupied by pack fleets, summed over them
 
     @property
     def disruption(self) -> int:
@@ -84,21 +85,23 @@ def evaluate(snapshot: Snapshot, plan: Plan) -> PlanMetrics:
         free_gpus=free_gpus,
         opened_nodes=opened,
         soft_spread_excess=state.soft_spread_excess(),
+        pack_domains=state.pack_domains(),
     )
 
 
 def lex_key(metrics: PlanMetrics, tiers: tuple[int, ...]) -> tuple[int, ...]:
-    """Bigger is better: placed per tier (highest first), less disruption, soft spread, fewer nodes opened."""
+    """Bigger is better: placed per tier (highest first), less disruption, soft spread and pack, fewer
+    nodes opened."""
     return (
         *(metrics.placed_by_tier.get(t, 0) for t in tiers),
         -metrics.disruption,
-        -metrics.soft_spread_excess,
+        -metrics.soft_spread_excess - metrics.pack_domains,
         -metrics.opened_nodes,
     )
 
 
 def violations(snapshot: Snapshot, plan: Plan) -> list[str]:
-    """Every hard rule a plan breaks: capacity, filters, hard spread, gangs, protected pods."""
+    """Every hard rule a plan breaks: capacity, filters, hard spread and pack, gangs, protected pods."""
     problems: list[str] = []
     assignment = final_assignment(snapshot, plan)
     by_name = {p.name: p for p in (*snapshot.bound, *snapshot.pending)}

@@ -6,7 +6,8 @@ divisibility chain (1, 2, 4, 8): items of size >= s fit in bins iff, for every s
 in the bins' free GPUs rounded down to multiples of s (largest-first packing never wastes aligned
 space). CPU, memory and pod slots are aggregated per class (a relaxation the decoder checks). The
 objective is lexicographic, one `Stage` per call: pods placed per tier (highest first), then
-disruption (evict 1, move 2), then fresh nodes opened plus soft-spread excess.
+disruption (evict 1, move 2), then fresh nodes opened plus soft-spread excess and the topology
+domains pack fleets occupy (`packmodel`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from itertools import pairwise
 from ortools.sat.python import cp_model
 
 from flotilla.placement.classes import Reduction, class_eligible
+from flotilla.placement.packmodel import add_pack
 from flotilla.placement.snapshot import HOSTNAME_KEY, SpreadMode
 
 
@@ -156,6 +158,8 @@ def build_model(red: Reduction) -> CountModel:
                 model.add(sum(terms) <= cap + e)
                 excess.append(e)
 
+    packed = add_pack(model, red, x, y)
+
     # Fresh nodes opened: at least the GPUs (and pods) placed on a fresh class over one node's capacity
     opened: list[cp_model.IntVar] = []
     for c in classes:
@@ -191,8 +195,9 @@ def build_model(red: Reduction) -> CountModel:
         placed_by_tier={t: cp_model.LinearExpr.sum(v) for t, v in placed_by_tier.items()},
         survivors_by_tier={t: cp_model.LinearExpr.sum(v) for t, v in survivors.items()},
         disruption=cp_model.LinearExpr.sum(disruption_terms),
-        # a fleet's spread wish outweighs opening a node
-        consolidation=cp_model.LinearExpr.sum(opened) + (total_nodes + 1) * cp_model.LinearExpr.sum(excess),
+        # a fleet's spread or pack wish outweighs opening a node
+        consolidation=cp_model.LinearExpr.sum(opened)
+        + (total_nodes + 1) * (cp_model.LinearExpr.sum(excess) + cp_model.LinearExpr.sum(packed)),
         exact_gpu=chain,
         notes=notes,
     )

@@ -50,9 +50,9 @@ def find_preemption(
     """The node and minimal victims that let `pod` fit, or None."""
     n = len(state.names)
     mask = state.eligible_mask(pod)
-    spread_ok = state.spread_ok(pod)
-    if spread_ok is not None:
-        mask = mask & spread_ok
+    constraint_ok = state.constraint_mask(pod)
+    if constraint_ok is not None:
+        mask = mask & constraint_ok
     nodes = np.flatnonzero(mask)
     if nodes.size == 0:
         return None

@@ -80,6 +80,21 @@ class Spread:
 
 
 @dataclass(frozen=True, slots=True)
+class Pack:
+    """Keep the fleet's pods in as few topology domains as possible (soft), or in one domain (hard).
+
+    Soft: the solver's last stage minimises the domains the fleet occupies, its bound pods included,
+    so replicas that arrive in separate batches still join the nodes where the fleet already runs.
+    Hard (kube's required podAffinity on the fleet): a pod may only go to a domain where the fleet
+    already has a pod; the first pod of the fleet may go anywhere. A hard-packed replica that does not
+    fit into the fleet's domains stays pending.
+    """
+
+    mode: SpreadMode = SpreadMode.SOFT
+    topology_key: str = HOSTNAME_KEY
+
+
+@dataclass(frozen=True, slots=True)
 class Node:
     name: str
     allocatable: Resources
@@ -113,6 +128,7 @@ class Pod:
     tolerations: tuple[Toleration, ...] = ()
     node_selector: tuple[tuple[str, str], ...] = ()
     spread: Spread | None = None
+    pack: Pack | None = None
 
     @property
     def demand(self) -> Resources:

@@ -5,9 +5,10 @@ the count model, then the lexicographic stages of Christensen et al. (2025): for
 first, keep as many of its running pods as the higher tiers allow (running pods give way only to a
 higher tier), then maximise the pods placed at that tier or above, fixing each result; then
 minimise disruption (evict 1, move 2); then open as few fresh nodes as possible (whole nodes stay
-free for TP=8 replicas) and keep soft spread. Each stage is hinted with the previous solution and gets
-an equal share of the time left. The best of the decoded plan and the greedy plan is returned, so the
-result is never worse than the warm start, whatever CP-SAT managed within the budget.
+free for TP=8 replicas), keep soft spread and pack fleets into few domains. Each stage is hinted
+with the previous solution and gets an equal share of the time left. The best of the decoded plan
+and the greedy plan is returned, so the result is never worse than the warm start, whatever CP-SAT
+managed within the budget.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def solve(
         stages.append((f"placed tier>={t}", True, at_least_t, weight * at_least_t + everything, upper))
     stages += [
         ("disruption", False, cm.disruption, cm.disruption, None),
-        ("fresh nodes + soft spread", False, cm.consolidation, cm.consolidation, None),
+        ("fresh nodes + spread/pack", False, cm.consolidation, cm.consolidation, None),
     ]
 
     solver = cp_model.CpSolver()

@@ -3,9 +3,10 @@
 Rather than push every request to an engine at once (where it would wait in the engine's queue,
 beyond the reach of better balancing), the router lets each instance hold at most `max_inflight`
 of its requests, about what the engine can batch. Requests beyond that wait here, in an order given
-by a pluggable `WaitQueue` (FCFS now; predicted-shortest-first in the predictor issue), and are
+by a pluggable `WaitQueue` (`fcfs`, or `shortest_predicted_first` with aging), and are
 dispatched the moment any instance frees a slot, with the policy choosing among the instances that
-have one. A full queue, or a wait longer than `max_wait_s`, is answered 429 with Retry-After.
+have one (and, with `kv_usage_limit`, the KV memory to take it: `memory.py`). A full queue, or a
+wait longer than `max_wait_s`, is answered 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ from typing import Any, Protocol
 
 from flotilla.router.errors import ApiError
 from flotilla.router.instances import InstanceRecord, InstanceTable
+from flotilla.router.memory import fitting
 from flotilla.router.metrics import RouterMetrics
-from flotilla.router.policies import Policy, PolicyRegistry, RequestFeatures, Snapshot
+from flotilla.router.policies import InstanceView, Policy, PolicyRegistry, RequestFeatures, Snapshot
+
+Steer = Callable[[list[InstanceView]], list[InstanceView]]
+"""Reorders the policy's ranking for one request (slice continuations prefer their instance)."""
 
 
 @dataclass(eq=False)
@@ -31,6 +36,7 @@ class Waiter:
     exclude: frozenset[str]
     arrival: float
     seq: int
+    steer: Steer | None = None
     future: asyncio.Future[Lease] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -71,6 +77,33 @@ class FcfsQueue:
 
     def pop(self, now: float) -> Waiter:
         return self._items.popitem(last=False)[0]
+
+
+def _predicted(waiter: Waiter) -> float:
+    return waiter.features.predicted_output_tokens or 0.0
+
+
+def queue_factory(name: str, params: Mapping[str, Any] | None = None) -> Callable[[], WaitQueue]:
+    """The WaitQueue plug-in named in the configuration; raises ValueError on a bad name or params.
+
+    `shortest_predicted_first` serves the smallest predicted output first; a waiter's key improves
+    by `aging_per_s` tokens per second waited and any waiter older than `starvation_s` goes first
+    (`flotilla.router.predictor.queue_order`), so long requests are delayed, never starved.
+    """
+    if name == "fcfs":
+        if params:
+            raise ValueError("the fcfs queue order takes no params")
+        return FcfsQueue
+    if name == "shortest_predicted_first":
+        from flotilla.router.predictor.queue_order import QueueOrderParams, ShortestPredictedFirst
+
+        validated = QueueOrderParams.model_validate(dict(params or {}))
+
+        def make() -> WaitQueue:
+            return ShortestPredictedFirst[Waiter](_predicted, validated)
+
+        return make
+    raise ValueError(f"unknown queue order {name!r}; known: fcfs, shortest_predicted_first")
 
 
 @dataclass(eq=False)
@@ -139,8 +172,10 @@ class Admission:
         queue_factory: Callable[[], WaitQueue] = FcfsQueue,
         max_queue: int = 1024,
         max_wait_s: float = 30.0,
+        kv_usage_limit: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._kv_limit = kv_usage_limit
         self._table = table
         self._policies = policies
         self._metrics = metrics
@@ -156,21 +191,23 @@ class Admission:
         queue = self._queues.get(model)
         return len(queue) if queue is not None else 0
 
-    async def acquire(self, features: RequestFeatures, exclude: frozenset[str] = frozenset()) -> Lease:
+    async def acquire(
+        self, features: RequestFeatures, exclude: frozenset[str] = frozenset(), steer: Steer | None = None
+    ) -> Lease:
         model = features.model
         if model not in self._table.models():
             raise ApiError(404, f"The model `{model}` does not exist.", param="model")
         if not [r for r in self._table.routable(model) if r.id not in exclude]:
             raise ApiError(503, f"no instance of `{model}` is ready", retry_after=1)
         if not self.depth(model):
-            lease = self._dispatch(features, exclude)
+            lease = self._dispatch(features, exclude, steer)
             if lease is not None:
                 self._metrics.queue_wait.labels(model).observe(0.0)
                 return lease
         if self.depth(model) >= self._max_queue:
             self._metrics.rejected.labels(model).inc()
             raise ApiError(429, f"too many requests queued for `{model}`", retry_after=1)
-        waiter = Waiter(features, exclude, self._clock(), next(self._seq))
+        waiter = Waiter(features, exclude, self._clock(), next(self._seq), steer)
         queue = self._queues.get(model)
         if queue is None:
             queue = self._queues[model] = self._queue_factory()
@@ -208,25 +245,34 @@ class Admission:
                 continue
             now = self._clock()
             while (waiter := queue.peek(now)) is not None:
-                lease = self._dispatch(waiter.features, waiter.exclude)
+                lease = self._dispatch(waiter.features, waiter.exclude, waiter.steer)
                 if lease is None:
                     break
                 queue.pop(now)
                 waiter.future.set_result(lease)
             self._publish_depth(m)
 
-    def _dispatch(self, features: RequestFeatures, exclude: frozenset[str]) -> Lease | None:
+    def _dispatch(
+        self, features: RequestFeatures, exclude: frozenset[str], steer: Steer | None = None
+    ) -> Lease | None:
         records = self._table.routable(features.model)
         free = [r for r in records if r.has_capacity and r.id not in exclude]
         if not free:
             return None
         policy = self._policies.policy_for(features.model, records)
         ranked = policy.rank(features, Snapshot(tuple(r.view() for r in free)), self._rng)
+        predicted = features.predicted_output_tokens or 0.0
+        if self._kv_limit is not None and ranked:
+            fits = fitting(ranked, features.prompt_tokens + predicted, self._kv_limit)
+            if fits is None:
+                return None  # wait for one of ours to finish rather than push an engine into preemption
+            ranked = fits
+        if steer is not None and ranked:
+            ranked = steer(ranked)
         if not ranked:
             return None
         record = self._table.get(ranked[0].id)
         assert record is not None
-        predicted = features.predicted_output_tokens or 0.0
         tokens = features.prompt_tokens + int(predicted)
         record.inflight += 1
         record.inflight_tokens += tokens

@@ -17,16 +17,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from flotilla.router.admission import Admission, PolicyBook
+from flotilla.router.admission import Admission, PolicyBook, queue_factory
 from flotilla.router.config import RouterConfig
+from flotilla.router.continuation import SliceRunner
 from flotilla.router.discovery import Discovery
 from flotilla.router.errors import ApiError
 from flotilla.router.instances import InstanceSpec, InstanceTable
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import PolicyRegistry, default_registry
-from flotilla.router.prediction import LengthPredictor, ProxyPredictor
+from flotilla.router.prediction import LengthPredictor
+from flotilla.router.predictor_service import Loader, PredictorService, default_loader
 from flotilla.router.proxy import RequestPath
 from flotilla.router.scrape import Scraper
+from flotilla.router.slicing import RebalanceParams
 from flotilla.router.upstream import Upstream
 
 log = logging.getLogger("flotilla.router")
@@ -41,6 +44,7 @@ class Router:
         registry: CollectorRegistry,
         policies: PolicyRegistry | None = None,
         predictor: LengthPredictor | None = None,
+        predictor_loader: Loader | None = None,
         client: Upstream | None = None,
     ) -> None:
         self.config = config
@@ -54,8 +58,10 @@ class Router:
             book,
             self.metrics,
             rng=random.Random(config.seed),
+            queue_factory=queue_factory(config.queue_order, config.queue_order_params),
             max_queue=config.max_queue_per_model,
             max_wait_s=config.max_queue_wait_s,
+            kv_usage_limit=config.kv_usage_limit,
         )
         self.scraper = Scraper(
             self.table,
@@ -65,16 +71,31 @@ class Router:
             eject_after=config.eject_after_failures,
             on_change=self._instances_changed,
         )
+        self.predictors = PredictorService(
+            self.metrics,
+            loader=predictor_loader or default_loader(config.predictor_artifacts_dir),
+            log_capacity=config.predictor_log_capacity,
+            refit_interval_s=config.predictor_refit_interval_s,
+        )
         self.path = RequestPath(
             self.admission,
             self.client,
             self.metrics,
-            predictor or ProxyPredictor(),
+            predictor or self.predictors,
             max_attempts=config.max_attempts,
             request_timeout_s=config.request_timeout_s,
             max_body_bytes=config.max_body_bytes,
             prefix_block_chars=config.prefix_block_chars,
             on_eject=self._ejected,
+            slicer=SliceRunner(
+                self.admission,
+                self.client,
+                self.metrics,
+                rebalance=RebalanceParams.model_validate(config.slice_rebalance),
+                max_attempts=config.max_attempts,
+                on_eject=self._ejected,
+            ),
+            slice_tokens_of=self._slice_tokens,
         )
         self._created = int(time.time())
         self._tasks: list[asyncio.Task[None]] = []
@@ -83,6 +104,10 @@ class Router:
 
     def _on_discovery(self, specs: Sequence[InstanceSpec]) -> None:
         self.table.update(specs)
+        refs: dict[str, str | None] = {}
+        for spec in specs:
+            refs[spec.model] = refs.get(spec.model) or spec.predictor
+        self.predictors.want(refs)
         log.info("instances updated", extra={"instances": sorted(s.id for s in specs)})
         self._instances_changed()
 
@@ -90,6 +115,9 @@ class Router:
         for model in self.table.models():
             self.metrics.routable.labels(model).set(len(self.table.routable(model)))
         self.admission.pump()
+
+    def _slice_tokens(self, model: str) -> int:
+        return max((r.spec.slice_tokens for r in self.table.of_model(model)), default=0)
 
     def _ejected(self, instance_id: str) -> None:
         self.metrics.ejections.labels(instance_id).inc()
@@ -108,6 +136,7 @@ class Router:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.predictors.aclose()
         await self.client.close()
 
     # ---- HTTP --------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -21,8 +21,12 @@ class StaticInstance(_Strict):
 
 
 class ModelRouting(_Strict):
-    policy: str
+    policy: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    predictor: str | None = None
+    """Length predictor artifact (`<name>` or `<name>-v<N>`), as a fleet's spec.router.predictor.name."""
+    slice_tokens: int | None = Field(default=None, ge=0)
+    """Slice length S for slice-level scheduling (None or 0: whole requests), as spec.router.sliceTokens."""
 
 
 class StaticDiscoveryConfig(_Strict):
@@ -58,6 +62,21 @@ class RouterConfig(_Strict):
     eject_after_failures: int = Field(default=2, ge=1)
     drain_timeout_s: float = Field(default=30.0, ge=0)
     prefix_block_chars: int = Field(default=64, gt=0)
+    queue_order: Literal["fcfs", "shortest_predicted_first"] = "fcfs"
+    """Order of a model's waiting requests: arrival, or predicted shortest first with aging."""
+    queue_order_params: dict[str, Any] = Field(default_factory=dict)
+    """Params of the order (shortest_predicted_first: `aging_per_s`, `starvation_s`)."""
+    kv_usage_limit: float | None = Field(default=None, gt=0, le=1)
+    """Admit a request to an instance only while its estimated KV usage stays under this (e.g. 0.9,
+    below vLLM's preemption point); None: off."""
+    slice_rebalance: dict[str, Any] = Field(default_factory=dict)
+    """When a continuation slice moves to another instance (`slicing.RebalanceParams`)."""
+    predictor_artifacts_dir: str | None = None
+    """Where predictor artifacts are looked up by name (None: the ones shipped with the router)."""
+    predictor_log_capacity: int = Field(default=50_000, ge=1)
+    """Finished requests kept per model in the in-memory feature log (for refits)."""
+    predictor_refit_interval_s: float | None = Field(default=None, gt=0)
+    """Refit each learned predictor's head on its feature log this often (None: never in-router)."""
     seed: int | None = None
     """Seed of the tie-breaking random generator (None: from the OS, so replicas differ)."""
     static: StaticDiscoveryConfig | None = None

@@ -45,6 +45,23 @@ def prompt_of(kind: str, body: dict[str, Any]) -> str | list[int] | None:
     return None
 
 
+def prompt_text(kind: str, body: dict[str, Any]) -> str:
+    """The prompt as the length predictor reads it: chat contents joined without roles, as its
+    training prompts look; token-id prompts give "" (the predictor then has the length alone)."""
+    if kind == "chat":
+        messages = body.get("messages")
+        parts: list[str] = []
+        for m in messages if isinstance(messages, list) else []:
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                parts.extend(str(c.get("text", "")) for c in content if isinstance(c, dict))
+        return "\n".join(parts)
+    prompt = prompt_of(kind, body)
+    return prompt if isinstance(prompt, str) else ""
+
+
 def prefix_hashes(
     prompt: str | list[int], *, block_chars: int, block_tokens: int, max_blocks: int
 ) -> tuple[int, ...]:

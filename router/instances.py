@@ -25,6 +25,10 @@ class InstanceSpec:
     policy: str | None = None
     params: tuple[tuple[str, Any], ...] = ()
     max_inflight: int | None = None
+    predictor: str | None = None
+    """The fleet's length predictor artifact name (spec.router.predictor.name)."""
+    slice_tokens: int = 0
+    """The fleet's slice length for slice-level scheduling (spec.router.sliceTokens; 0: off)."""
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,38 @@ class RouterMetrics:
             ["instance"],
             registry=registry,
         )
+        self.predictor_ratio = Histogram(
+            "flotilla_router_predictor_ratio",
+            "Predicted over actual output tokens of finished requests (1 = exact).",
+            ["model"],
+            buckets=(0.125, 0.25, 0.5, 0.67, 0.8, 0.9, 1.1, 1.25, 1.5, 2, 4, 8),
+            registry=registry,
+        )
+        self.predictor_tau = Gauge(
+            "flotilla_router_predictor_tau",
+            "Kendall's tau between predicted and actual output tokens over the recent finished requests.",
+            ["model"],
+            registry=registry,
+        )
+        self.predictor_in_use = Gauge(
+            "flotilla_router_predictor_in_use",
+            "1 for the length predictor each model uses now (`proxy` when none is loaded).",
+            ["model", "predictor"],
+            registry=registry,
+        )
+        self.predictor_seconds = Histogram(
+            "flotilla_router_predictor_seconds",
+            "Time a request waits for its length prediction.",
+            ["model"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+            registry=registry,
+        )
+        self.slices = Counter(
+            "flotilla_router_slices",
+            "Engine calls made for sliced requests (one per slice), by where the slice ran.",
+            ["model", "placement"],
+            registry=registry,
+        )
         self.routable = Gauge(
             "flotilla_router_routable_instances",
             "Instances in rotation per model.",

@@ -1,21 +1,37 @@
-"""The output-length predictor seam used by admission accounting and `predicted_load`.
+"""The output-length predictor seam used by admission accounting, queue order and `predicted_load`.
 
-The learned ranker (`flotilla.router.predictor`, its own issue) will implement `LengthPredictor`;
-the request path predicts once per request, on arrival, and stores the result in
-`RequestFeatures.predicted_output_tokens`, where queue orders and policies read it. Until the learned
-predictor is wired in, `ProxyPredictor` stands in: the prompt length, capped by `max_tokens`.
+The request path asks once per request, on arrival, for an `Estimate` and stores its tokens in
+`RequestFeatures.predicted_output_tokens`, where queue orders and policies read it; when the request
+finishes it reports the real output length back (`observe`), which is how a learned predictor is
+judged (metrics) and refitted (feature log). `ProxyPredictor` is the always-available fallback: the
+prompt length, capped by `max_tokens`. `predictor_service.PredictorService` serves the learned
+predictors of `flotilla.router.predictor`, one per model, chosen by the fleet's configuration.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from flotilla.router.policies.base import RequestFeatures
 
 
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    tokens: float
+    """Expected output tokens (the learned predictor's calibrated p50, capped by max_tokens)."""
+    predictor: str = "proxy"
+    features: Any = None
+    """The learned head's input, kept for the feature log; None for predictors without one."""
+
+
 class LengthPredictor(Protocol):
-    async def predict(self, request: RequestFeatures) -> float:
-        """Expected number of output tokens (async: a learned model batches requests)."""
+    async def estimate(self, request: RequestFeatures, text: str) -> Estimate:
+        """Expected output length (async: a learned model batches requests off the event loop)."""
+        ...
+
+    def observe(self, request: RequestFeatures, estimate: Estimate, output_tokens: int) -> None:
+        """The request finished with `output_tokens` real output tokens."""
         ...
 
 
@@ -31,3 +47,9 @@ class ProxyPredictor:
 
     async def predict(self, request: RequestFeatures) -> float:
         return self.guess(request)
+
+    async def estimate(self, request: RequestFeatures, text: str) -> Estimate:
+        return Estimate(self.guess(request))
+
+    def observe(self, request: RequestFeatures, estimate: Estimate, output_tokens: int) -> None:
+        pass

@@ -1,9 +1,9 @@
 """The request path: admit, send to an engine, relay the answer; retry on connection failures.
 
-`RequestPath.handle` is a loop over engine calls rather than a single call: today it repeats only
-when an instance cannot be reached before the first byte (the request goes to another instance);
-slice-level scheduling (issue 7) will reuse the same loop to send one client request as several
-engine calls, each admitted and placed afresh.
+An unsliced request is one engine call, repeated only when an instance cannot be reached before the
+first byte (the request goes to another instance); its bytes are relayed unchanged. A request of a
+model with `slice_tokens` set goes to `sliced_path.serve_sliced` instead, which runs it as several
+engine calls, each admitted and placed afresh (`continuation.py`).
 """
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from flotilla.router.admission import Admission, Lease
+from flotilla.router.continuation import SliceRunner
 from flotilla.router.errors import ApiError
-from flotilla.router.features import extract
+from flotilla.router.features import extract, prompt_text
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import RequestFeatures
-from flotilla.router.prediction import LengthPredictor
+from flotilla.router.prediction import Estimate, LengthPredictor
+from flotilla.router.sliced_path import serve_sliced
+from flotilla.router.slicing import unsliceable_reason
 from flotilla.router.upstream import EngineUnreachable, Upstream, UpstreamResponse
 
 log = logging.getLogger("flotilla.router.request")
@@ -44,6 +47,7 @@ class _Call:
     start: float
     model: str = ""
     features: RequestFeatures | None = None
+    estimate: Estimate | None = None
     ttft: float | None = None
 
 
@@ -107,7 +111,11 @@ class RequestPath:
         prefix_block_chars: int,
         on_eject: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
+        slicer: SliceRunner | None = None,
+        slice_tokens_of: Callable[[str], int] | None = None,
     ) -> None:
+        self._slicer = slicer
+        self._slice_tokens_of = slice_tokens_of
         self._admission = admission
         self._client = client
         self._metrics = metrics
@@ -126,13 +134,27 @@ class RequestPath:
             raw = await read_body(request, self._max_body)
             body, call.model = parse_body(raw)
             features = extract(kind, body, call.model, block_chars=self._block_chars)
-            predicted = await self._predictor.predict(features)
-            call.features = replace(features, predicted_output_tokens=predicted)
+            call.estimate = await self._predictor.estimate(features, prompt_text(kind, body))
+            call.features = replace(features, predicted_output_tokens=call.estimate.tokens)
             stream = body.get("stream") is True
             headers = {"content-type": "application/json", "x-request-id": rid}
             for h in _FORWARDED_HEADERS:
                 if h in request.headers:
                     headers[h] = request.headers[h]
+            slice_tokens = self._slice_tokens_of(call.model) if self._slice_tokens_of else 0
+            if self._slicer is not None and slice_tokens > 0:
+                reason = unsliceable_reason(kind, body)
+                if reason is None:
+                    return await self._sliced(
+                        request,
+                        call,
+                        kind=kind,
+                        body=body,
+                        headers=headers,
+                        stream=stream,
+                        slice_tokens=slice_tokens,
+                    )
+                log.debug("request runs whole", extra={"request_id": rid, "reason": reason})
             opening = asyncio.create_task(self._open(call, PATHS[kind], raw, headers, stream))
             watcher = asyncio.create_task(_wait_disconnect(request))
             try:
@@ -157,7 +179,7 @@ class RequestPath:
         out_headers = {"x-request-id": rid}
         if reply.stream is None:
             reply.lease.release()
-            self._finish(call, reply.status, reply.lease)
+            self._finish(call, reply.status, reply.lease, output_tokens=_usage_tokens(reply.body))
             return Response(
                 reply.body, status_code=reply.status, media_type=reply.content_type, headers=out_headers
             )
@@ -166,6 +188,42 @@ class RequestPath:
             status_code=reply.status,
             media_type=reply.content_type,
             headers=out_headers,
+        )
+
+    async def _sliced(
+        self,
+        request: Request,
+        call: _Call,
+        *,
+        kind: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        stream: bool,
+        slice_tokens: int,
+    ) -> Response:
+        assert self._slicer is not None and call.features is not None
+
+        def finish(
+            status: int, error: str | None, tokens: int | None, lease: Lease | None, ttft_at: float | None
+        ) -> None:
+            if ttft_at is not None and call.ttft is None:
+                call.ttft = ttft_at - call.start
+                self._metrics.ttft.labels(call.model).observe(call.ttft)
+            self._finish(call, status, lease, error=error, output_tokens=tokens)
+
+        return await serve_sliced(
+            self._slicer,
+            request,
+            rid=call.rid,
+            kind=kind,
+            body=body,
+            features=call.features,
+            slice_tokens=slice_tokens,
+            headers=headers,
+            stream=stream,
+            deadline=call.start + self._timeout,
+            clock=self._clock,
+            finish=finish,
         )
 
     async def _open(
@@ -234,6 +292,7 @@ class RequestPath:
         lease = reply.lease
         status = 200
         error = None
+        usage: int | None = None
         try:
             lease.progress(reply.first_chunk.count(b"data: "))
             yield reply.first_chunk
@@ -242,6 +301,8 @@ class RequestPath:
                     async for chunk in reply.chunks:
                         # vLLM streams one token per event: events are the progress measure.
                         lease.progress(chunk.count(b"data: "))
+                        if b'"completion_tokens"' in chunk:  # the usage chunk (include_usage)
+                            usage = _stream_usage_tokens(chunk)
                         yield chunk
             except (aiohttp.ClientError, TimeoutError) as e:
                 status, error = (504, "timeout") if isinstance(e, TimeoutError) else (502, repr(e))
@@ -253,10 +314,23 @@ class RequestPath:
         finally:
             reply.stream.abort()  # a no-op once the body was read to the end
             lease.release()
-            self._finish(call, status, lease, error=error)
+            if usage is None and status == 200:
+                # Without include_usage: one event per token, less the [DONE] event.
+                usage = max(0, lease.streamed - 1)
+            self._finish(call, status, lease, error=error, output_tokens=usage)
 
-    def _finish(self, call: _Call, status: int, lease: Lease | None, *, error: str | None = None) -> None:
+    def _finish(
+        self,
+        call: _Call,
+        status: int,
+        lease: Lease | None,
+        *,
+        error: str | None = None,
+        output_tokens: int | None = None,
+    ) -> None:
         model, ttft = call.model, call.ttft
+        if status == 200 and output_tokens is not None and call.features and call.estimate:
+            self._predictor.observe(call.features, call.estimate, output_tokens)
         e2e = self._clock() - call.start
         # Bad requests may name any model: keep such names out of the label set.
         label = "" if status in (400, 404, 413) else model
@@ -276,3 +350,20 @@ class RequestPath:
                 "error": error,
             },
         )
+
+
+def _usage_tokens(body: bytes) -> int | None:
+    """`usage.completion_tokens` of a JSON answer, None when absent or not JSON."""
+    try:
+        usage = orjson.loads(body).get("usage") or {}
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) else None
+
+
+def _stream_usage_tokens(chunk: bytes) -> int | None:
+    for line in chunk.split(b"\n"):
+        if line.startswith(b"data: {") and b'"completion_tokens"' in line:
+            return _usage_tokens(line[6:])
+    return None

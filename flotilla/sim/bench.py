@@ -19,6 +19,7 @@ import numpy as np
 from flotilla.profiles import EngineLimits, StepTimeProfile
 from flotilla.sim.capacity import instance_capacity, measured_capacity
 from flotilla.sim.metrics import Slo, Summary, summarize
+from flotilla.sim.predictions import has_text, learned_lengths
 from flotilla.sim.scenario import Scenario
 from flotilla.sim.simulator import SimConfig, simulate
 from flotilla.sim.workloads import Workload, at_rate
@@ -58,16 +59,25 @@ def sweep(
     slo: Slo,
     on_run: Callable[[Row], None] = lambda row: None,
 ) -> list[Row]:
+    """Every usable scenario (learned predictors need prompt text) on every workload and load."""
     rows: list[Row] = []
     for w in workloads:
         analytic = instance_capacity(w.requests, profile, limits) * config.instances
         capacity = measured_capacity(w.requests, profile, limits, config.instances) * config.instances
+        # Predictions do not depend on the load: the learned ones (costly) are made once per workload.
+        learned: dict[str, list[float]] = {}
+        usable = [sc for sc in lineup if sc.predictor != "learned" or has_text(w.requests)]
         for load in loads:
             requests = at_rate(w.requests, load * capacity)
             run_config = config.model_copy(update={"seed": config.seed + w.sample})
-            for sc in lineup:
+            for sc in usable:
                 start = time.perf_counter()
-                result = simulate(requests, profile, limits, sc, run_config)
+                predicted = None
+                if sc.predictor == "learned":
+                    if sc.artifact not in learned:
+                        learned[sc.artifact] = learned_lengths(w.requests, sc.artifact)
+                    predicted = learned[sc.artifact]
+                result = simulate(requests, profile, limits, sc, run_config, predicted=predicted)
                 row = Row(
                     w.name,
                     load,
@@ -203,7 +213,7 @@ def plot(rows: Sequence[Row], folder: Path) -> list[Path]:
             for scenario in dict.fromkeys(r.scenario for r in mine):
                 pts = sorted((r.load, getattr(r.summary, key)) for r in mine if r.scenario == scenario)
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=scenario)
-            ax.set_xlabel("offered load (fraction of estimated capacity)")
+            ax.set_xlabel("offered load (fraction of measured capacity)")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
             if key != "goodput_rps":

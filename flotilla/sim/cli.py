@@ -55,6 +55,7 @@ def compare(  # noqa: PLR0917 (typer options are parameters)
     if ctx.invoked_subcommand is not None:
         return
     import json
+    import sys
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -88,7 +89,11 @@ def compare(  # noqa: PLR0917 (typer options are parameters)
             f"{trace.name}: {n_samples} x {n_req} requests, {trace.sessions} later turns and "
             f"{trace.clipped} clipped in the whole trace"
         )
-    total = len(wls) * len(load_list) * len(lineup)
+    from flotilla.sim.predictions import has_text
+
+    total = sum(
+        len(load_list) * sum(s.predictor != "learned" or has_text(w.requests) for s in lineup) for w in wls
+    )
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -116,7 +121,7 @@ def compare(  # noqa: PLR0917 (typer options are parameters)
         f"# Fleet simulator results\n\nProfile `{prof.name}` ({prof.hardware}); {n_inst} instances; "
         f"SLO TTFT < {ttft_slo:g} s and TPOT < {tpot_slo * 1000:g} ms. Each point averages {n_samples} "
         f"sample(s): consecutive slices of the trace, with router seeds {seed} to {seed + n_samples - 1}. "
-        f"Command: `flotilla bench sim {'--quick' if quick else '--no-quick'}`.\n\n"
+        f"Command: `flotilla {' '.join(sys.argv[1:])}`.\n\n"
     )
     averaged = bench.average(rows)
     (out / "results.md").write_text(header + bench.markdown_table(averaged))
@@ -154,7 +159,8 @@ def speed(  # noqa: PLR0917
     result = simulate(reqs, prof, prof.limits, scenario, SimConfig(instances=instances))
     wall = time.perf_counter() - start
     typer.echo(
-        f"{w.name}: {len(reqs)} requests on {instances} instances at {load:.0%} ({policy}): "
+        f"{w.name}: {len(reqs)} requests on {instances} instances at {load:.0%} of the profile-only "
+        f"capacity estimate ({policy}): "
         f"{wall:.1f} s wall, {result.events} events, {result.decisions} decisions, "
         f"{int(result.instance_generated.sum())} tokens generated"
     )

@@ -1,7 +1,8 @@
 """What one simulated run compares: a routing set-up (policy, predictor, queue order, engine order).
 
 The lineup is the issue's: Kubernetes' round robin, AIBrix/KubeAI's least request, AIBrix's KV
-utilisation, llm-d/SGLang's prefix affinity, our predicted load, and an oracle that knows every
+utilisation, llm-d/SGLang's prefix affinity, our predicted load (with the router's proxy predictor,
+and with the learned predictor where the workload has prompt text), and an oracle that knows every
 request's true output length. The oracle is the strongest set-up of these mechanisms with perfect
 knowledge: the router's `predicted_load` policy (global minimum, no sampling) fed true lengths, the
 router queue ordered shortest-first by true length, and engines that admit shortest-first. Its
@@ -24,8 +25,10 @@ class Scenario(BaseModel):
     name: str
     policy: str
     params: dict[str, Any] = Field(default_factory=dict)
-    predictor: Literal["proxy", "oracle"] = "proxy"
-    """Output-length predictions the router charges: the router's ProxyPredictor, or true lengths."""
+    predictor: Literal["proxy", "learned", "oracle"] = "proxy"
+    """Output-length predictions the router charges: the router's ProxyPredictor, the learned
+    predictor's shipped `artifact` (needs prompt text), or true lengths."""
+    artifact: str = "llama-3.1-8b-v1"
     queue: Literal["fcfs", "spf"] = "fcfs"
     """Router queue order: arrival, or the predictor's ShortestPredictedFirst on the predictions."""
     engine_priority: bool = False
@@ -42,6 +45,7 @@ def default_lineup() -> list[Scenario]:
         Scenario(name="kv_utilization", policy="kv_utilization"),
         Scenario(name="prefix_affinity", policy="prefix_affinity"),
         Scenario(name="predicted_load", policy="predicted_load"),
+        Scenario(name="predicted_load_learned", policy="predicted_load", predictor="learned"),
         Scenario(
             name="oracle_srf",
             policy="predicted_load",

@@ -21,9 +21,9 @@ from flotilla.profiles import EngineLimits, StepTimeProfile
 from flotilla.router import features as router_features
 from flotilla.router.instances import EngineSample
 from flotilla.router.policies import PolicyRegistry, RequestFeatures, default_registry
-from flotilla.router.prediction import ProxyPredictor
 from flotilla.router.predictor.queue_order import ShortestPredictedFirst
 from flotilla.sim.engine import EngineModel, Seq
+from flotilla.sim.predictions import predict_lengths
 from flotilla.sim.request import SimRequest, prefix_units, router_prefix_hashes
 from flotilla.sim.router import FcfsQueue, RouterQueue, SimRouter
 from flotilla.sim.scenario import Scenario
@@ -97,8 +97,10 @@ def simulate(
     config: SimConfig,
     *,
     policies: PolicyRegistry | None = None,
+    predicted: Sequence[float] | None = None,
 ) -> RunResult:
-    """Run `requests` through the fleet; `policies` defaults to the router's own registry."""
+    """Run `requests` through the fleet; `policies` defaults to the router's own registry, and
+    `predicted` (output tokens per request) to the scenario's predictor run here."""
     n = len(requests)
     m = config.instances
     engines = [
@@ -114,11 +116,8 @@ def simulate(
     check_fits(requests, limits)
     # As the router does: predict once per request on arrival, carried in the features.
     features = [features_of(r, config.model) for r in requests]
-    if scenario.predictor == "oracle":
-        predicted = [float(r.output_tokens) for r in requests]
-    else:
-        proxy = ProxyPredictor()
-        predicted = [proxy.guess(f) for f in features]
+    if predicted is None:
+        predicted = predict_lengths(requests, features, scenario.predictor, scenario.artifact)
     features = [replace(f, predicted_output_tokens=p) for f, p in zip(features, predicted, strict=True)]
     queue: RouterQueue = (
         FcfsQueue() if scenario.queue == "fcfs" else ShortestPredictedFirst[int](predicted.__getitem__)

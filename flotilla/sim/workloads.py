@@ -6,7 +6,8 @@
 - Azure LLM inference (conversation, Splitwise, CC-BY-4.0): lengths and timestamps only; prompts
   share nothing the trace can show.
 - CASTILLO: real prompt text, and the true output length drawn (seeded) from the prompt's ten
-  sampled response lengths; arrivals are Poisson, as the dataset has no times.
+  sampled response lengths; only the prompts the length predictor holds out; arrivals are Poisson,
+  as the dataset has no times.
 
 Requests longer than the engine allows are clipped, not dropped (dropping would bias towards short
 requests): the output to at most half the context, the prompt to what remains. `at_rate` rescales
@@ -116,22 +117,28 @@ def load_azure(path: Path, *, max_model_len: int, limit: int | None = None) -> W
     return Workload(path.stem, requests, clipped)
 
 
-def load_castillo(path: Path, *, max_model_len: int, limit: int | None = None, seed: int = 0) -> Workload:
-    """Prompts in file order; Poisson arrivals at 1 request/s (rescale with `at_rate`)."""
+def load_castillo(
+    path: Path, *, max_model_len: int, limit: int | None = None, seed: int = 0, passes: int = 10
+) -> Workload:
+    """The prompts the length predictor never saw (its own held-out split), cycled `passes` times
+    (or up to `limit` requests), each time with a fresh draw of the true length; Poisson arrivals at
+    1 request/s (rescale with `at_rate`). Held out, so a learned predictor is not flattered."""
+    from flotilla.router.predictor.data import Part, assign_part
+    from flotilla.router.predictor.data import load_castillo as read_records
+
+    heldout = [r for r in read_records(path) if assign_part(r) == Part.HELDOUT]
     rng = random.Random(seed)
+    total = limit if limit is not None else passes * len(heldout)
     requests: list[SimRequest] = []
     clipped = 0
     t = 0.0
-    with path.open() as f:
-        for line in f:
-            if limit is not None and len(requests) >= limit:
-                break
-            row = json.loads(line)
-            sizes = [int(s) for s in row["output_sizes"] if int(s) > 0] or [1]
-            prompt, output, cut = _clip(int(row["input_size"]), rng.choice(sizes), max_model_len)
-            t += rng.expovariate(1.0)
-            requests.append(SimRequest(len(requests), t, prompt, output, text=row["prompt_text"]))
-            clipped += cut
+    for i in range(total):
+        rec = heldout[i % len(heldout)]
+        sizes = [s for s in rec.output_sizes if s > 0] or [1]
+        prompt, output, cut = _clip(rec.input_tokens, rng.choice(sizes), max_model_len)
+        t += rng.expovariate(1.0)
+        requests.append(SimRequest(i, t, prompt, output, text=rec.text))
+        clipped += cut
     return Workload(path.stem, requests, clipped)
 
 

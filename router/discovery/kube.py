@@ -33,6 +33,8 @@ class FleetRouting:
     model: str
     policy: str | None
     params: tuple[tuple[str, Any], ...]
+    predictor: str | None = None
+    slice_tokens: int = 0
 
 
 def fleet_routing(obj: dict[str, Any]) -> FleetRouting | None:
@@ -44,8 +46,9 @@ def fleet_routing(obj: dict[str, Any]) -> FleetRouting | None:
         )
         return None
     router = spec.router
-    params = tuple(sorted((router.params or {}).items())) if router else ()
-    return FleetRouting(spec.model.name, router.policy if router else None, params)
+    params = tuple(sorted((router.params or {}).items()))
+    predictor = router.predictor.name if router.predictor else None
+    return FleetRouting(spec.model.name, router.policy, params, predictor, router.slice_tokens or 0)
 
 
 def _pod_ready(pod: dict[str, Any]) -> bool:
@@ -93,6 +96,8 @@ def instance_specs(
                 model=model,
                 policy=policy,
                 params=fleet.params if fleet else (),
+                predictor=fleet.predictor if fleet else None,
+                slice_tokens=fleet.slice_tokens if fleet else 0,
             )
         )
     return out

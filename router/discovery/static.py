@@ -19,6 +19,8 @@ def static_specs(config: StaticDiscoveryConfig) -> list[InstanceSpec]:
                 policy=routing.policy if routing else None,
                 params=tuple(sorted(routing.params.items())) if routing else (),
                 max_inflight=inst.max_inflight,
+                predictor=routing.predictor if routing else None,
+                slice_tokens=(routing.slice_tokens or 0) if routing else 0,
             )
         )
     return specs

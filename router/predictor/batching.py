@@ -2,8 +2,8 @@
 
 The encoder costs a few ms of CPU per request; run inline it would stall every other connection of
 the router. One worker thread (numpy releases the GIL inside BLAS) takes whatever has queued up,
-at most `max_batch`, waiting at most `max_wait_s` for a batch to fill once the first request is in;
-under light load a request therefore waits at most max_wait_s plus its own scoring. The predictor
+at most `max_batch`, optionally waiting `max_wait_s` for a batch to fill once the first request is
+in; under light load a request therefore waits at most max_wait_s plus its own scoring. The predictor
 can be swapped at any time (a refit was accepted); batches in flight finish on the old one.
 """
 
@@ -44,7 +44,9 @@ class BatchingParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_batch: int = Field(8, ge=1)
-    max_wait_s: float = Field(0.002, ge=0.0)
+    # 0: no waiting for a batch to fill. The encoder's cost is per token, so batching saves little
+    # CPU; batches still form by themselves from what queues up while the worker is busy.
+    max_wait_s: float = Field(0.0, ge=0.0)
     # BLAS threads for the encoder. Its matrices are small: on a busy 2-core machine one thread
     # measured ~10x less CPU per request than OpenBLAS's default pool. Process-wide (a BLAS limit).
     blas_threads: int | None = Field(1, ge=1)

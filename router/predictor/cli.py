@@ -7,6 +7,7 @@ tokenizers only.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -104,11 +105,14 @@ def evaluate(
             "model": model,
             "encoder": pred.artifact.manifest.encoder.model_dump(),
             "head": pred.head.kind,
+            "variant": str(pred.artifact.manifest.metrics.get("name", pred.artifact.ref)),
             "size_bytes": {p.name: p.stat().st_size for p in sorted(pred.artifact.path.iterdir())},
             "baselines": baseline_rows(held, parts[data.Part.CALIBRATE]),
             "predictor": evaluate_predictor(pred, held),
             "latency": measure_latency(pred, held, n=latency_n)
-            | measure_added_latency(pred, held, n=latency_n),
+            | measure_added_latency(pred, held, n=latency_n)
+            # Other people's jobs share this machine's two cores: wall times depend on them.
+            | {"machine_load_avg_1m_after": os.getloadavg()[0]},
         }
     sweep_results = json.loads(sweep.read_text()) if sweep.is_file() else {}
     out.mkdir(parents=True, exist_ok=True)

@@ -40,9 +40,7 @@ def render(results: Mapping[str, Any], sweep: Mapping[str, Any]) -> str:
                 " (bucket classifier, 10 classes)" if v["name"].startswith("classifier") else ""
             )
             lines.append(_row(f"{label} [train-time eval]", v["heldout_tau_sample"], cols))
-        lines.append(
-            _row(f"**shipped: {r['head']} L{r['encoder']['layers']} T{r['encoder']['keep']}**", shipped, cols)
-        )
+        lines.append(_row(f"**shipped: {r.get('variant', r['head'])}, served by numpy**", shipped, cols))
         lines.append(_row("shipped, vs the prompt's mean length", r["predictor"]["tau_mean"], cols))
         ratio = {k: shipped[k] / ceiling[k] for k in cols if ceiling.get(k)}
         lines.append(_row("shipped / ceiling", ratio, cols))

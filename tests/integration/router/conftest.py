@@ -49,9 +49,11 @@ def _router_config(engines: Sequence[EngineProcess], **overrides: Any) -> Router
 
 @contextlib.asynccontextmanager
 async def _serve_router(
-    config: RouterConfig, policies: PolicyRegistry | None = None
+    config: RouterConfig, policies: PolicyRegistry | None = None, **router_kwargs: Any
 ) -> AsyncIterator[tuple[Router, str]]:
-    router = Router(config, build_discovery(config), registry=CollectorRegistry(), policies=policies)
+    router = Router(
+        config, build_discovery(config), registry=CollectorRegistry(), policies=policies, **router_kwargs
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             router.app(), host=config.host, port=config.port, log_level="warning", access_log=False

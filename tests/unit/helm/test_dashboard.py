@@ -1,5 +1,5 @@
-"""The Grafana dashboard queries only metrics that exist: the router's and the engines' own
-(collected from their metric classes), plus named kube-state-metrics series for placement."""
+"""The Grafana dashboard queries only metrics that exist: the router's, the engines' and the placement
+scheduler's own (collected from their metric classes), plus named kube-state-metrics series."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from flotilla.enginesim.metrics import EngineMetrics
+from flotilla.placement.telemetry import PlacementMetrics
 from flotilla.router.metrics import RouterMetrics
 
 # Placement panels read where pods landed from kube-state-metrics (not a flotilla component).
@@ -36,6 +37,10 @@ def engine_series() -> set[str]:
     return exported(registry)
 
 
+def placement_series() -> set[str]:
+    return exported(PlacementMetrics(CollectorRegistry()).registry)
+
+
 def queries(chart: Path) -> list[str]:
     dashboard: dict[str, Any] = json.loads((chart / "files" / "flotilla-dashboard.json").read_text())
     out = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
@@ -44,7 +49,7 @@ def queries(chart: Path) -> list[str]:
 
 
 def test_dashboard_uses_only_exported_metrics(chart: Path) -> None:
-    known = router_series() | engine_series() | KUBE_STATE_METRICS
+    known = router_series() | engine_series() | placement_series() | KUBE_STATE_METRICS
     used = {name for expr in queries(chart) for name in METRIC.findall(expr)}
     assert used, "no queries found"
     assert used <= known, f"unknown metrics: {sorted(used - known)}"

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from flotilla.placement.bestfit import schedule_best_fit
 from flotilla.placement.clusterstate import ClusterState
-from flotilla.placement.examples import gpu_node, hard_spread, soft_spread, tp_pod
+from flotilla.placement.examples import gpu_node, hard_pack, hard_spread, soft_pack, soft_spread, tp_pod
 from flotilla.placement.kubedefault import schedule_default
 from flotilla.placement.metrics import evaluate, lex_key, violations
 from flotilla.placement.plan import Status
-from flotilla.placement.snapshot import Pod, Snapshot, Taint, Toleration
+from flotilla.placement.snapshot import Pack, Pod, Snapshot, Spread, Taint, Toleration
 
 TAINT = Taint("dedicated", "x", "NoSchedule")
 TOLERATE = Toleration("dedicated", "Equal", "x", "NoSchedule")
@@ -44,7 +44,11 @@ def snapshots(draw: st.DrawFn, max_nodes: int = 4, max_pods: int = 8, allow_boun
         gang_size = draw(st.sampled_from([1, 1, 1, 2]))
         selector = (("gpu", "A"),) if draw(st.integers(0, 4)) == 0 else ()
         tolerations = (TOLERATE,) if draw(st.booleans()) else ()
-        spread = draw(st.sampled_from([None, None, hard_spread(), soft_spread()]))
+        placement = draw(
+            st.sampled_from([None, None, hard_spread(), soft_spread(), hard_pack(), soft_pack()])
+        )
+        spread = placement if isinstance(placement, Spread) else None
+        pack = placement if isinstance(placement, Pack) else None
         for m in range(gang_size):
             pods.append(
                 tp_pod(
@@ -57,6 +61,7 @@ def snapshots(draw: st.DrawFn, max_nodes: int = 4, max_pods: int = 8, allow_boun
                     node_selector=selector,
                     tolerations=tolerations,
                     spread=spread,
+                    pack=pack,
                 )
             )
     bound: list[Pod] = []
@@ -78,6 +83,7 @@ def snapshots(draw: st.DrawFn, max_nodes: int = 4, max_pods: int = 8, allow_boun
                         node_selector=pod.node_selector,
                         tolerations=pod.tolerations,
                         spread=pod.spread,
+                        pack=pod.pack,
                     )
                 )
                 continue

@@ -117,3 +117,21 @@ def test_kube_instances_are_ready_pods_with_the_fleets_model_and_policy() -> Non
         (("load_factor", 1.5),),
     )
     assert e.model == "pm" and e.policy is None  # fleet not seen yet: the pod's own label
+
+
+def test_fleet_predictor_and_slice_tokens_reach_instances() -> None:
+    from flotilla.router.discovery.kube import fleet_routing
+
+    obj = {
+        "metadata": {"name": "f"},
+        "spec": {
+            "model": {"name": "llama", "source": "meta-llama/Llama-3.1-8B-Instruct"},
+            "resources": {"gpus": 1},
+            "router": {"policy": "predicted_load", "sliceTokens": 64, "predictor": {"name": "llama-3.1-8b"}},
+        },
+    }
+    routing = fleet_routing(obj)
+    assert routing is not None
+    assert (routing.predictor, routing.slice_tokens) == ("llama-3.1-8b", 64)
+    (spec,) = instance_specs({("ns", "f"): routing}, {("ns", "a"): _pod("a", ready=True)}, None)
+    assert (spec.predictor, spec.slice_tokens, spec.policy) == ("llama-3.1-8b", 64, "predicted_load")

@@ -3,6 +3,7 @@
 import asyncio
 import random
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from flotilla.enginesim.engine import Engine
@@ -156,3 +157,24 @@ def test_predicted_remaining_is_the_sum_the_router_would_keep(profile: StepTimeP
         expected = sum(max(0.0, s.mark - outs[s.idx]) for s in live)
         assert abs(engine.predicted_remaining - expected) < 1e-9
     assert abs(engine.predicted_remaining) < 1e-9
+
+
+def test_shared_prefixes_under_kv_pressure_evict_and_preempt_but_never_overflow(
+    profile: StepTimeProfile,
+) -> None:
+    limits = EngineLimits(max_num_seqs=12, max_num_batched_tokens=256, block_size=16, kv_cache_blocks=120)
+    reqs, _ = shared_prefix_requests(80, seed=4)
+    reqs = [SimRequest(r.id, 0.0, r.prompt_tokens, r.output_tokens * 5, r.prefix_ids, 16) for r in reqs]
+    engine = EngineModel(profile, limits)
+    seqs = model_seqs(reqs, 16)
+    run_alone(engine, seqs)
+    assert engine.preemptions > 0
+    assert engine.prefix_hits > 0
+    assert [s.out for s in seqs] == [r.output_tokens for r in reqs]
+    assert engine.kv.used_blocks() == 0
+    assert engine.kv.cached_units > 0  # released prefixes stay cached until evicted
+
+
+def test_limits_the_fast_path_cannot_honour_are_refused(profile: StepTimeProfile) -> None:
+    with pytest.raises(ValueError, match="max_num_seqs"):
+        EngineModel(profile, EngineLimits(max_num_seqs=64, max_num_batched_tokens=32))

@@ -9,9 +9,10 @@ import pytest
 from flotilla.profiles import StepTimeProfile
 from flotilla.router.policies import InstanceView, PolicyRegistry, RequestFeatures, Snapshot, default_registry
 from flotilla.router.policies.base import NoParams
-from flotilla.sim import bench
+from flotilla.sim import bench, workloads
 from flotilla.sim.capacity import instance_capacity
 from flotilla.sim.metrics import Slo, summarize
+from flotilla.sim.predictions import learned_lengths
 from flotilla.sim.request import SimRequest
 from flotilla.sim.scenario import Scenario, default_lineup
 from flotilla.sim.simulator import SimConfig, simulate
@@ -48,7 +49,9 @@ def test_same_seed_same_run(profile: StepTimeProfile) -> None:
     assert not np.array_equal(a.instance, c.instance)
 
 
-@pytest.mark.parametrize("scenario", default_lineup(), ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "scenario", [s for s in default_lineup() if s.predictor != "learned"], ids=lambda s: s.name
+)
 def test_every_policy_of_the_router_runs_and_completes_everything(
     scenario: Scenario, profile: StepTimeProfile
 ) -> None:
@@ -182,3 +185,43 @@ def test_policies_see_stale_scrapes_plus_exact_accounting(profile: StepTimeProfi
     # Proxy predictions (prompt length, 200) of the 9 requests already placed; some have streamed tokens.
     remaining = sum(v.predicted_remaining_tokens for v in spy.seen[-1])
     assert 0 < remaining <= 200.0 * 9
+
+
+def test_requests_that_cannot_fit_an_engine_are_refused(profile: StepTimeProfile) -> None:
+    too_long = [SimRequest(0, 0.0, profile.limits.max_model_len, 5)]
+    with pytest.raises(ValueError, match="does not fit"):
+        simulate(
+            too_long,
+            profile,
+            profile.limits,
+            Scenario(name="x", policy="round_robin"),
+            SimConfig(instances=1),
+        )
+
+
+def test_learned_predictor_needs_text_and_is_skipped_where_there_is_none(profile: StepTimeProfile) -> None:
+    learned = next(s for s in default_lineup() if s.predictor == "learned")
+    with pytest.raises(ValueError, match="prompt text"):
+        simulate(mixed(5, 0), profile, profile.limits, learned, SimConfig(instances=1))
+    rows = bench.sweep(
+        [Workload("mix", mixed(40, 0))],
+        [0.5],
+        [learned, default_lineup()[0]],
+        profile=profile,
+        limits=profile.limits,
+        config=SimConfig(instances=2),
+        slo=Slo(),
+    )
+    assert [r.scenario for r in rows] == ["round_robin"]
+
+
+@pytest.mark.skipif(not workloads.TRACES["castillo_llama"].exists(), reason="../shared/data is not present")
+def test_learned_predictor_runs_on_castillo_prompts(profile: StepTimeProfile) -> None:
+    w = workloads.load("castillo_llama", max_model_len=profile.limits.max_model_len, limit=60)
+    lengths = learned_lengths(w.requests, "llama-3.1-8b-v1")
+    assert len(lengths) == 60 and all(x > 0 for x in lengths)
+    learned = next(s for s in default_lineup() if s.predictor == "learned")
+    r = simulate(
+        at_rate(w.requests, 20.0), profile, profile.limits, learned, SimConfig(instances=2), predicted=lengths
+    )
+    assert np.isfinite(r.finished).all()

@@ -49,12 +49,17 @@ def test_azure_slice() -> None:
 
 
 @needs_data
-def test_castillo_true_length_is_one_of_the_sampled_ones() -> None:
+def test_castillo_uses_held_out_prompts_and_a_sampled_true_length() -> None:
     w = workloads.load("castillo_llama", max_model_len=131072, limit=50, seed=3)
-    rows = [json.loads(line) for line in workloads.TRACES["castillo_llama"].open().readlines()[:50]]
-    for r, row in zip(w.requests, rows, strict=True):
-        assert r.text == row["prompt_text"]
+    rows = {}
+    for line in workloads.TRACES["castillo_llama"].open():
+        row = json.loads(line)
+        rows[row["prompt_text"]] = row
+    for r in w.requests:
+        row = rows[r.text]
+        assert row["split"] == "validate"  # the held-out part is drawn from the authors' validate split
         assert r.output_tokens in [max(1, s) for s in row["output_sizes"]]
+        assert r.prompt_tokens == row["input_size"]
     assert workloads.load("castillo_llama", max_model_len=131072, limit=50, seed=3) == w
 
 

@@ -1,0 +1,292 @@
+"""One client request as several engine calls: generate a slice, continue exactly, fail over.
+
+Each slice is sent streaming with `return_token_ids`, whatever the client asked, so the router
+always knows the prompt's token ids and every generated token id as they arrive. A slice that ends
+by its own length goes back through admission (the queue, then the policy, steered by
+`slicing.place_next_slice`) and continues on some instance with `prompt = prompt_token_ids +
+generated ids` on /v1/completions (chat too: the first slice's rendered prompt ids carry the chat
+template). If an engine dies mid-slice, the next slice starts from the last token received, on
+another instance: the client's stream does not notice. `slice_output.py` turns the pieces into the
+client's one answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import aiohttp
+import orjson
+
+from flotilla.router.admission import Admission, Lease
+from flotilla.router.errors import ApiError
+from flotilla.router.metrics import RouterMetrics
+from flotilla.router.policies import InstanceView, RequestFeatures
+from flotilla.router.slicing import (
+    CHAT_SAMPLING_KEYS,
+    RebalanceParams,
+    StopScanner,
+    continues,
+    place_next_slice,
+    requested_max_tokens,
+    slice_budget,
+    stop_strings,
+)
+from flotilla.router.upstream import EngineUnreachable, Upstream, UpstreamResponse
+
+log = logging.getLogger("flotilla.router.request")
+
+_PATHS = {"completion": "/v1/completions", "chat": "/v1/chat/completions"}
+# Stop strings are the router's alone (`StopScanner`): an engine checking them would hold back
+# text it has generated tokens for, and a slice lost mid-way would lose that text with it.
+_NOT_SENT = ("max_completion_tokens", "stream_options", "stop")
+
+
+class SliceFailed(Exception):
+    """An engine answered a slice with an error: the request ends with it."""
+
+    def __init__(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        super().__init__(f"engine answered {status}")
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Output released to the client: text (stop-checked), the token ids that came with it, and
+    on the last piece the request's finish reason."""
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    finish_reason: str | None = None
+    stop_reason: Any = None
+
+
+class SseParser:
+    """Engine SSE bytes -> JSON events (`[DONE]` dropped); chunks may split events anywhere."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[dict[str, Any]]:
+        self._buf += chunk
+        out: list[dict[str, Any]] = []
+        while (end := self._buf.find(b"\n\n")) >= 0:
+            block, self._buf = self._buf[:end], self._buf[end + 2 :]
+            for line in block.split(b"\n"):
+                if line.startswith(b"data: ") and line[6:].strip() != b"[DONE]":
+                    out.append(orjson.loads(line[6:]))
+        return out
+
+
+@dataclass
+class Generation:
+    """The state of one sliced request across its slices."""
+
+    kind: str
+    body: dict[str, Any]
+    features: RequestFeatures
+    slice_tokens: int
+    max_tokens: int | None
+    scanner: StopScanner
+    prompt_ids: list[int] | None = None
+    generated: list[int] = field(default_factory=list)
+    head: dict[str, Any] = field(default_factory=dict)
+    """id, created and model of the first engine event: the client's one response identity."""
+    current: str | None = None
+    slices: int = 0
+    last_lease: Lease | None = None
+    first_piece_at: float | None = None
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.max_tokens is None else self.max_tokens - len(self.generated)
+
+    @property
+    def context_tokens(self) -> int:
+        return len(self.prompt_ids or ()) + len(self.generated)
+
+    def slice_request(self, budget: int) -> tuple[str, dict[str, Any]]:
+        """The engine path and body of the next slice."""
+        min_tokens = self.body.get("min_tokens")
+        if self.prompt_ids is None:  # first slice (or a retry of it): the client's own request
+            out = {k: v for k, v in self.body.items() if k not in _NOT_SENT}
+            path = _PATHS[self.kind]
+        else:
+            if self.kind == "chat":
+                out = {k: self.body[k] for k in CHAT_SAMPLING_KEYS if k in self.body and k not in _NOT_SENT}
+                out["model"] = self.body["model"]
+            else:
+                out = {k: v for k, v in self.body.items() if k not in _NOT_SENT}
+            out["prompt"] = self.prompt_ids + self.generated
+            path = _PATHS["completion"]
+        out |= {"max_tokens": budget, "stream": True, "return_token_ids": True}
+        if isinstance(min_tokens, int):
+            out["min_tokens"] = max(0, min(budget, min_tokens - len(self.generated)))
+        return path, out
+
+
+def parse_event(kind: str, ev: dict[str, Any]) -> tuple[str, list[int], str | None, Any, list[int] | None]:
+    """(text, token ids, finish_reason, stop_reason, prompt token ids) of one engine event."""
+    prompt_ids = ev.get("prompt_token_ids")
+    choices = ev.get("choices") or []
+    if not choices:
+        return "", [], None, None, prompt_ids
+    c = choices[0]
+    text = c.get("text")
+    if text is None:
+        text = (c.get("delta") or {}).get("content") or ""
+    prompt_ids = c.get("prompt_token_ids", prompt_ids)
+    return text, list(c.get("token_ids") or ()), c.get("finish_reason"), c.get("stop_reason"), prompt_ids
+
+
+class SliceRunner:
+    """Runs a request slice by slice; shared by all requests (built once, like `RequestPath`)."""
+
+    def __init__(
+        self,
+        admission: Admission,
+        client: Upstream,
+        metrics: RouterMetrics,
+        *,
+        rebalance: RebalanceParams,
+        max_attempts: int,
+        on_eject: Callable[[str], None],
+    ) -> None:
+        self._admission = admission
+        self._client = client
+        self._metrics = metrics
+        self._rebalance = rebalance
+        self._max_attempts = max_attempts
+        self._on_eject = on_eject
+
+    def generation(
+        self, kind: str, body: dict[str, Any], features: RequestFeatures, slice_tokens: int
+    ) -> Generation:
+        return Generation(
+            kind=kind,
+            body=body,
+            features=features,
+            slice_tokens=slice_tokens,
+            max_tokens=requested_max_tokens(kind, body),
+            scanner=StopScanner(stop_strings(body) or []),
+        )
+
+    async def pieces(
+        self, gen: Generation, rid: str, headers: Mapping[str, str]
+    ) -> AsyncGenerator[Piece, None]:
+        """The request's output, piece by piece; the last piece carries the finish reason."""
+        tried: set[str] = set()
+        failures = 0
+        failed_over = False
+        predicted = gen.features.predicted_output_tokens or float(gen.slice_tokens)
+        while True:
+            if gen.generated and gen.prompt_ids is None:
+                raise ApiError(502, "cannot resume: the engine returned no prompt token ids")
+            budget = slice_budget(gen.slice_tokens, gen.remaining)
+            path, body = gen.slice_request(budget)
+            features = replace(
+                gen.features,
+                prompt_tokens=gen.context_tokens or gen.features.prompt_tokens,
+                max_tokens=budget,
+                predicted_output_tokens=float(min(budget, max(1.0, predicted - len(gen.generated)))),
+            )
+            lease = await self._admission.acquire(features, frozenset(tried), self._steer(gen, budget))
+            gen.last_lease = lease
+            record = lease.record
+            placement = (
+                "first"
+                if gen.slices == 0
+                else "failover"
+                if failed_over
+                else "stay"
+                if record.id == gen.current
+                else "move"
+            )
+            self._metrics.slices.labels(gen.features.model, placement).inc()
+            gen.slices += 1
+            resp: UpstreamResponse | None = None
+            produced = 0
+            finish: str | None = None
+            stop_reason: Any = None
+            try:
+                resp = await self._client.post(record.url + path, orjson.dumps(body), headers)
+                if resp.status != 200:
+                    raise SliceFailed(resp.status, await resp.read(), resp.content_type)
+                parser = SseParser()
+                async for chunk in resp.chunks():
+                    for ev in parser.feed(chunk):
+                        if "error" in ev:
+                            raise SliceFailed(502, orjson.dumps(ev))
+                        if not gen.head and "id" in ev:
+                            gen.head = {k: ev.get(k) for k in ("id", "created", "model")}
+                        text, ids, fin, reason, prompt_ids = parse_event(gen.kind, ev)
+                        if prompt_ids is not None and gen.prompt_ids is None:
+                            gen.prompt_ids = list(prompt_ids)
+                        gen.generated.extend(ids)
+                        produced += len(ids)
+                        lease.progress(len(ids))
+                        out, matched = gen.scanner.feed(text)
+                        if matched is not None:  # a stop string across a slice boundary
+                            yield Piece(out, tuple(ids), "stop", matched)
+                            return
+                        if fin is not None:
+                            finish, stop_reason = fin, reason
+                        if out or ids:
+                            yield Piece(out, tuple(ids))
+                if finish is None:
+                    raise EngineUnreachable("the engine closed the stream before finishing")
+            except (EngineUnreachable, aiohttp.ClientError) as e:
+                record.eject()
+                self._on_eject(record.id)
+                tried.add(record.id)
+                failures += 1
+                failed_over = True
+                gen.current = None
+                self._metrics.retries.labels(gen.features.model).inc()
+                log.warning(
+                    "engine lost mid-request, continuing elsewhere",
+                    extra={
+                        "request_id": rid,
+                        "instance": record.id,
+                        "tokens": len(gen.generated),
+                        "error": repr(e),
+                    },
+                )
+                if failures >= self._max_attempts:
+                    raise ApiError(
+                        502, f"no instance could continue after {failures} attempts ({e!r})"
+                    ) from e
+                continue
+            finally:
+                if resp is not None:
+                    resp.abort()
+                lease.release()
+            failures = 0
+            failed_over = False
+            if not continues(finish, produced, budget, gen.remaining) or gen.prompt_ids is None:
+                if gen.prompt_ids is None and finish == "length":
+                    # An engine without `return_token_ids`: nothing to continue from.
+                    log.warning(
+                        "engine returned no prompt token ids, slicing stopped", extra={"request_id": rid}
+                    )
+                yield Piece(gen.scanner.flush(), (), finish, stop_reason)
+                return
+            gen.current = record.id
+
+    def _steer(
+        self, gen: Generation, budget: int
+    ) -> Callable[[list[InstanceView]], list[InstanceView]] | None:
+        if gen.current is None:
+            return None
+        current, context = gen.current, gen.context_tokens
+
+        def steer(ranked: list[InstanceView]) -> list[InstanceView]:
+            return place_next_slice(
+                current, ranked, slice_tokens=budget, context_tokens=context, params=self._rebalance
+            )
+
+        return steer

@@ -1,0 +1,121 @@
+"""Predicted-shortest-first admission order, through `Admission` with a controlled clock."""
+
+import asyncio
+import random
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from flotilla.router.admission import Admission, Lease, PolicyBook, queue_factory
+from flotilla.router.instances import InstanceSpec, InstanceTable
+from flotilla.router.metrics import RouterMetrics
+from flotilla.router.policies import RequestFeatures, default_registry
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make(clock: Clock, **params: float) -> Admission:
+    table = InstanceTable(default_max_inflight=1)
+    table.update([InstanceSpec(id="i0", url="http://x0", model="m")])
+    return Admission(
+        table,
+        PolicyBook(default_registry(), "least_request", {}),
+        RouterMetrics(CollectorRegistry()),
+        rng=random.Random(0),
+        queue_factory=queue_factory("shortest_predicted_first", params),
+        max_queue=100,
+        max_wait_s=60,
+        clock=clock,
+    )
+
+
+def req(predicted: float) -> RequestFeatures:
+    return RequestFeatures(model="m", prompt_tokens=5, predicted_output_tokens=predicted)
+
+
+async def _enqueue(adm: Admission, predicted: float, order: list[float]) -> Lease:
+    lease = await adm.acquire(req(predicted))
+    order.append(predicted)
+    return lease
+
+
+async def test_shortest_predicted_first() -> None:
+    clock = Clock()
+    adm = make(clock, aging_per_s=0.0, starvation_s=100.0)
+    holder = await adm.acquire(req(1))
+    order: list[float] = []
+    tasks = [asyncio.create_task(_enqueue(adm, p, order)) for p in (300, 10, 120, 40)]
+    await asyncio.sleep(0.01)
+    assert adm.depth("m") == 4
+    holder.release()
+    for _ in range(4):
+        await asyncio.sleep(0.01)
+        done = [t for t in tasks if t.done() and not t.result().released]
+        assert len(done) == 1  # one slot: exactly one waiter holds it
+        done[0].result().release()
+    assert order == [10, 40, 120, 300]
+
+
+async def test_aging_promotes_a_long_waiter_over_newer_short_ones() -> None:
+    clock = Clock()
+    adm = make(clock, aging_per_s=100.0, starvation_s=1000.0)
+    holder = await adm.acquire(req(1))
+    order: list[float] = []
+    long_task = asyncio.create_task(_enqueue(adm, 500, order))
+    await asyncio.sleep(0.01)
+    clock.t = 10.0  # the long request waited 10 s: 1000 tokens forgiven
+    short = [asyncio.create_task(_enqueue(adm, 50, order)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    holder.release()
+    await asyncio.sleep(0.01)
+    assert order == [500]
+    (await long_task).release()
+    for _ in short:
+        await asyncio.sleep(0.01)
+        for t in short:
+            if t.done() and not t.result().released:
+                t.result().release()
+    assert order == [500, 50, 50, 50]
+
+
+async def test_starvation_bound_serves_the_oldest_whatever_the_scores() -> None:
+    """Without aging, a steady stream of short requests would starve a long one forever; the hard
+    bound serves it once it waited `starvation_s`."""
+    clock = Clock()
+    adm = make(clock, aging_per_s=0.0, starvation_s=5.0)
+    lease = await adm.acquire(req(1))
+    order: list[float] = []
+    long_task = asyncio.create_task(_enqueue(adm, 10_000, order))
+    await asyncio.sleep(0)
+    for step in range(12):
+        clock.t = float(step)
+        short = asyncio.create_task(_enqueue(adm, 5, order))
+        await asyncio.sleep(0.001)
+        lease.release()
+        await asyncio.sleep(0.005)
+        lease = short.result() if short.done() else (await long_task)
+        if 10_000 in order:
+            break
+    # Served once its wait reached 5 s, while short ones kept arriving and being preferred before.
+    assert 10_000 in order
+    assert order.index(10_000) >= 5
+    assert all(p == 5 for p in order[: order.index(10_000)])
+    lease.release()
+    for t in asyncio.all_tasks():
+        if t is not asyncio.current_task() and not t.done():
+            t.cancel()
+
+
+def test_unknown_order_or_params_rejected() -> None:
+    with pytest.raises(ValueError):
+        queue_factory("lifo")
+    with pytest.raises(ValueError):
+        queue_factory("shortest_predicted_first", {"bogus": 1})
+    with pytest.raises(ValueError):
+        queue_factory("fcfs", {"aging_per_s": 1})
