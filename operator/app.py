@@ -16,11 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from flotilla.api import labels
 from flotilla.operator.cache import ClusterCache, FleetKey
 from flotilla.operator.config import OperatorConfig
 from flotilla.operator.controller import ERROR_RETRY_S, FleetController
 from flotilla.operator.kubeclient import KubeWriter
+from flotilla.operator.metrics import ERROR, LEASE_KEY, PARTIAL, SUCCESS, OperatorMetrics
 from flotilla.operator.prime import prime_cache
 from flotilla.operator.workqueue import WorkQueue
 
@@ -39,6 +42,9 @@ class Runtime:
     elector: Any = None
     reconciles: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    metrics: OperatorMetrics = field(default_factory=lambda: OperatorMetrics(CollectorRegistry()))
+    clock: Callable[[], float] = time.perf_counter
+    """Measures reconcile latency (a seam for tests)."""
 
 
 def build_registry(rt: Runtime, api_config: Any) -> Any:
@@ -117,21 +123,38 @@ async def load_api_config(config: OperatorConfig) -> Any:
     return api_config
 
 
+async def reconcile_once(rt: Runtime, key: FleetKey) -> float | None:
+    """Reconcile one fleet, counting and timing it; returns when to reconcile it again."""
+    rt.reconciles += 1
+    start = rt.clock()
+    try:
+        outcome = await rt.controller.reconcile(key)
+    except Exception:
+        log.exception("reconcile of %s/%s failed", *key)
+        rt.metrics.observe_reconcile(ERROR, rt.clock() - start)
+        return ERROR_RETRY_S
+    rt.metrics.observe_reconcile(PARTIAL if outcome.failed else SUCCESS, rt.clock() - start)
+    return outcome.requeue_after
+
+
 async def _worker(rt: Runtime, primed: asyncio.Event) -> None:
     await primed.wait()
     while True:
         key = await rt.queue.get()
-        requeue: float | None
         try:
-            rt.reconciles += 1
-            requeue = (await rt.controller.reconcile(key)).requeue_after
-        except Exception:
-            log.exception("reconcile of %s/%s failed", *key)
-            requeue = ERROR_RETRY_S
+            requeue = await reconcile_once(rt, key)
         finally:
             rt.queue.done(key)
         if requeue is not None:
             rt.queue.add_after(key, requeue)
+
+
+def request_counts(rt: Runtime) -> dict[str, int]:
+    """The API requests this process made so far: the writer's per verb, plus the Lease's."""
+    counts = dict(rt.writer.requests)
+    if rt.elector is not None:
+        counts[LEASE_KEY] = rt.elector.requests
+    return counts
 
 
 async def _resync(rt: Runtime) -> None:
@@ -166,14 +189,25 @@ async def run_operator(
     from kubernetes_asyncio.client import ApiClient, CoordinationV1Api
 
     from flotilla.operator.leader import LeaderElector
+    from flotilla.operator.metricsserver import serve_metrics
 
     api_config = await load_api_config(config)
-    async with ApiClient(configuration=api_config) as api:
+    metrics = OperatorMetrics(CollectorRegistry())
+    async with contextlib.AsyncExitStack() as stack:
+        api = await stack.enter_async_context(ApiClient(configuration=api_config))
+        if config.metrics_port is not None:
+            # Served from the start: a standby replica reports leader 0 while it waits for the Lease.
+            port = await stack.enter_async_context(
+                serve_metrics(metrics.registry, config.metrics_host, config.metrics_port)
+            )
+            log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
         elector = (
             LeaderElector(CoordinationV1Api(api), config.leader, time.time) if config.leader.enabled else None
         )
+        metrics.leader.set(0)
         if elector is not None:
             await elector.acquire()
+        metrics.leader.set(1)
         writer = KubeWriter(api)
         cache = ClusterCache()
         rt = Runtime(
@@ -183,7 +217,9 @@ async def run_operator(
             controller=FleetController(cache, writer, config, time.time),
             writer=writer,
             elector=elector,
+            metrics=metrics,
         )
+        metrics.bind(cache, lambda: len(rt.queue), lambda: request_counts(rt))
         if on_start is not None:
             on_start(rt)
         stop_flag = stop or asyncio.Event()
@@ -222,6 +258,7 @@ async def run_operator(
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             rt.queue.close()
+            metrics.leader.set(0)
             if elector is not None and not lost:
                 await elector.release()
         if lost:

@@ -48,6 +48,11 @@ def run(
     liveness: Annotated[
         str | None, typer.Option(help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus /metrics (flotilla_operator_*) on this port; 0 picks one."),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address the /metrics endpoint listens on.")] = "0.0.0.0",
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "INFO",
 ) -> None:
     """Run the InferenceFleet operator until interrupted."""
@@ -76,6 +81,8 @@ def run(
             renew_period_s=min(5.0, lease_duration / 3),
         ),
         liveness_endpoint=liveness,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     )
     asyncio.run(run_operator(config))
 

@@ -75,3 +75,7 @@ class OperatorConfig(BaseModel):
     leader: LeaderConfig = LeaderConfig()
     liveness_endpoint: str | None = None
     """Kopf's health endpoint, e.g. http://0.0.0.0:8080/healthz."""
+    metrics_port: Annotated[int | None, Field(ge=0, le=65535)] = None
+    """Port of the Prometheus /metrics endpoint (`flotilla_operator_*`); None serves none."""
+    metrics_host: str = "0.0.0.0"
+    """Address the /metrics endpoint listens on."""

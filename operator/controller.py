@@ -32,6 +32,8 @@ ERROR_RETRY_S = 5.0
 class Outcome:
     requeue_after: float | None
     plan: Plan | None = None
+    failed: int = 0
+    """API writes of the plan that failed (retried by the next reconcile)."""
 
 
 class FleetController:
@@ -117,8 +119,8 @@ class FleetController:
                 updated = await self._writer.patch_fleet_status(namespace, name, wire)
                 self._cache.apply_fleet("MODIFIED", updated)
             except NotFoundError:
-                return Outcome(None, actions)
-        return Outcome(actions.requeue_after, actions)
+                return Outcome(None, actions, failed)
+        return Outcome(actions.requeue_after, actions, failed)
 
     async def _act(  # noqa: PLR0917
         self,

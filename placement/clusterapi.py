@@ -2,14 +2,15 @@
 
 The loop is tested against a fake of `ClusterApi`; the real one lists nodes and pods as JSON dicts
 (the shape `kubeconv` reads), binds through the pods/binding subresource, evicts through the Eviction
-API (so PodDisruptionBudgets are honoured), writes core/v1 Events and the fleet's Unschedulable
-condition, and wakes the loop when pods or nodes change.
+API (so PodDisruptionBudgets are honoured), writes core/v1 Events and the PodScheduled=False
+condition of pods it cannot place (as kube-scheduler does: the operator, the one writer of fleet
+status, turns those into the fleet's Unschedulable condition), and wakes the loop when pods or
+nodes change.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -30,7 +31,7 @@ class ClusterApi(Protocol):
 
     async def record_event(self, pod: str, reason: str, message: str, warning: bool) -> None: ...
 
-    async def set_unschedulable(self, fleet: str, unschedulable: bool, message: str) -> None: ...
+    async def mark_unschedulable(self, pod: str, message: str) -> None: ...
 
     def changes(self) -> AsyncIterator[None]: ...
 
@@ -44,11 +45,10 @@ class KubeClusterApi:
     """`ClusterApi` over a kubernetes_asyncio ApiClient (owned by the caller)."""
 
     def __init__(self, client: Any, scheduler_name: str = api.SCHEDULER_NAME) -> None:
-        from kubernetes_asyncio.client import CoreV1Api, CustomObjectsApi
+        from kubernetes_asyncio.client import CoreV1Api
 
         self._client = client
         self._core: Any = CoreV1Api(client)
-        self._custom: Any = CustomObjectsApi(client)
         self._scheduler_name = scheduler_name
 
     def _json(self, obj: Any) -> dict[str, Any]:
@@ -101,45 +101,32 @@ class KubeClusterApi:
         }
         await self._core.create_namespaced_event(namespace, body)
 
-    async def set_unschedulable(self, fleet: str, unschedulable: bool, message: str) -> None:
-        """Replace the fleet's Unschedulable condition, leaving the operator's conditions alone."""
+    async def mark_unschedulable(self, pod: str, message: str) -> None:
+        """PodScheduled=False, reason Unschedulable, on a pending pod (pods/status; binding sets it True)."""
         from kubernetes_asyncio.client.exceptions import ApiException
 
-        namespace, name = split(fleet)
+        namespace, name = split(pod)
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message,
+            "lastProbeTime": None,
+            "lastTransitionTime": now,
+        }
         try:
-            current = await self._custom.get_namespaced_custom_object_status(
-                api.GROUP, api.VERSION, namespace, api.PLURAL, name
+            # A strategic merge keys pod conditions by type: the pod's other conditions stay.
+            await self._core.patch_namespaced_pod_status(
+                name,
+                namespace,
+                {"status": {"conditions": [condition]}},
+                _content_type="application/strategic-merge-patch+json",
+                _preload_content=False,
             )
         except ApiException as exc:
-            if exc.status == 404:
-                return  # plain pods carrying a fleet label, or the fleet was deleted
-            raise
-        existing = (current.get("status") or {}).get("conditions") or []
-        conditions = [c for c in existing if c.get("type") != "Unschedulable"]
-        previous = next((c for c in existing if c.get("type") == "Unschedulable"), None)
-        status = "True" if unschedulable else "False"
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        unchanged = previous is not None and previous.get("status") == status
-        conditions.append(
-            {
-                "type": "Unschedulable",
-                "status": status,
-                "reason": "InsufficientCapacity" if unschedulable else "Placed",
-                "message": message,
-                "lastTransitionTime": previous.get("lastTransitionTime", now)
-                if unchanged and previous
-                else now,
-                "observedGeneration": current.get("metadata", {}).get("generation"),
-            }
-        )
-        patch = {
-            "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-            "status": {"conditions": conditions},
-        }
-        with contextlib.suppress(ApiException):  # a conflict: the next cycle writes it again
-            await self._custom.patch_namespaced_custom_object_status(
-                api.GROUP, api.VERSION, namespace, api.PLURAL, name, patch
-            )
+            if exc.status != 404:  # the pod is gone: nothing to explain
+                raise
 
     async def changes(self) -> AsyncIterator[None]:
         """Yields whenever a pod of ours or any node changes (a wake-up, not a state feed)."""

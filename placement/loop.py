@@ -4,7 +4,9 @@ One cycle lists every node and pod (pods bound by other schedulers included), so
 thread so the event loop stays responsive, and applies the plan in a safe order: evictions and moves
 first; a binding waits for the next cycle when its node still has pods being evicted (kube-scheduler
 nominates and retries the same way), so the kubelet never sees an over-committed node. Pods left
-pending get a FailedScheduling Event and their fleet an Unschedulable condition, with the reason.
+pending get a FailedScheduling Event and a PodScheduled=False (reason Unschedulable) condition with
+the reason, as kube-scheduler gives them; the operator, the one writer of fleet status, reports
+them in the fleet's Unschedulable condition.
 Cycles run when pods or nodes change (after a short batching window) and every `resync_s` while
 pods are pending, so freed capacity is picked up. Every cycle updates the `telemetry` metrics.
 """
@@ -55,7 +57,8 @@ class PlacementLoop:
         self._cluster = cluster
         self._config = config
         self._solve: Solver = solver or (lambda s: solve(s, config.budget_s, workers=config.workers))
-        self._unschedulable: dict[str, bool] = {}
+        self._unschedulable: dict[str, str] = {}
+        """Pending pod -> the message last written to its PodScheduled condition (written on change)."""
         self._metrics = metrics
 
     async def cycle(self) -> Plan | None:
@@ -63,7 +66,7 @@ class PlacementLoop:
         nodes, pods = await asyncio.gather(self._cluster.list_nodes(), self._cluster.list_pods())
         snapshot = build_snapshot(nodes, pods, self._config.scheduler_name)
         if not snapshot.pending:
-            await self._update_fleets(snapshot, set())
+            self._unschedulable.clear()
             if self._metrics is not None:
                 self._metrics.observe_cycle(snapshot, None, set())
             return None
@@ -133,36 +136,20 @@ class PlacementLoop:
                 await self._do(c.record_event(b.pod, "Scheduled", message, False), "event", "event")
         if self._metrics is not None:
             self._metrics.unplaced.inc(len(plan.unplaced))
+        pending = {p.name for p in snapshot.pending}
+        self._unschedulable = {k: v for k, v in self._unschedulable.items() if k in pending}
         for name in plan.unplaced:
             reason = explain_unplaced(snapshot, pods[name])
             await self._do(c.record_event(name, "FailedScheduling", reason, True), "event", "event")
-        await self._update_fleets(snapshot, set(plan.unplaced))
+            if self._unschedulable.get(name) != reason and await self._do(
+                c.mark_unschedulable(name, reason), f"{name} status", "status"
+            ):
+                self._unschedulable[name] = reason
         return bound
 
     def _count_eviction(self, reason: str) -> None:
         if self._metrics is not None:
             self._metrics.evictions.labels(reason=reason).inc()
-
-    async def _update_fleets(self, snapshot: Snapshot, unplaced: set[str]) -> None:
-        """Unschedulable=True for fleets with pods left pending, False once a fleet has none left."""
-        waiting: dict[str, list[str]] = defaultdict(list)
-        for pod in snapshot.pending:
-            if pod.fleet and pod.name in unplaced:
-                waiting[pod.fleet].append(pod.name)
-        fleets = {p.fleet for p in (*snapshot.bound, *snapshot.pending) if p.fleet}
-        for fleet in sorted(fleets):
-            stuck = waiting.get(fleet, [])
-            if self._unschedulable.get(fleet) == bool(stuck):
-                continue
-            message = "All pods placed."
-            if stuck:
-                first = next(p for p in snapshot.pending if p.name == stuck[0])
-                message = f"{len(stuck)} pod(s) cannot be placed: {explain_unplaced(snapshot, first)}"
-
-            if await self._do(
-                self._cluster.set_unschedulable(fleet, bool(stuck), message), f"{fleet} status", "status"
-            ):
-                self._unschedulable[fleet] = bool(stuck)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Cycle on changes (batched) and every `resync_s` while pods wait, until `stop` is set."""

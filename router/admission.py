@@ -24,7 +24,14 @@ from flotilla.router.errors import ApiError
 from flotilla.router.instances import InstanceRecord, InstanceTable
 from flotilla.router.memory import fitting
 from flotilla.router.metrics import RouterMetrics
-from flotilla.router.policies import InstanceView, Policy, PolicyRegistry, RequestFeatures, Snapshot
+from flotilla.router.policies import (
+    InstanceView,
+    Observer,
+    Policy,
+    PolicyRegistry,
+    RequestFeatures,
+    Snapshot,
+)
 
 Steer = Callable[[list[InstanceView]], list[InstanceView]]
 """Reorders the policy's ranking for one request (slice continuations prefer their instance)."""
@@ -273,6 +280,8 @@ class Admission:
             return None
         record = self._table.get(ranked[0].id)
         assert record is not None
+        if isinstance(policy, Observer):
+            policy.observe(features, record.id)
         tokens = features.prompt_tokens + int(predicted)
         record.inflight += 1
         record.inflight_tokens += tokens

@@ -18,7 +18,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from flotilla.router.admission import Admission, PolicyBook, queue_factory
-from flotilla.router.config import RouterConfig
+from flotilla.router.auth import Gate
+from flotilla.router.config import AuthConfig, RouterConfig
 from flotilla.router.continuation import SliceRunner
 from flotilla.router.discovery import Discovery
 from flotilla.router.errors import ApiError
@@ -97,6 +98,7 @@ class Router:
             ),
             slice_tokens_of=self._slice_tokens,
         )
+        self.gate = Gate(config.auth or AuthConfig(mode="none"), max_body_bytes=config.max_body_bytes)
         self._created = int(time.time())
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -151,15 +153,19 @@ class Router:
                 await self.stop()
 
         async def completions(request: Request) -> Response:
-            return await self.path.handle(request, "completion")
+            return await self.gate.serve(request, "completion", self.path.handle)
 
         async def chat(request: Request) -> Response:
-            return await self.path.handle(request, "chat")
+            return await self.gate.serve(request, "chat", self.path.handle)
 
-        async def models(_: Request) -> Response:
+        async def models(request: Request) -> Response:
+            try:
+                visible = self.gate.visible_models(request, sorted(self.table.routable_models()))
+            except ApiError as e:
+                return e.response()
             data = [
                 {"id": m, "object": "model", "created": self._created, "owned_by": "flotilla"}
-                for m in sorted(self.table.routable_models())
+                for m in visible
             ]
             return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 

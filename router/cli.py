@@ -26,7 +26,11 @@ def run(
     from flotilla.router.app import serve
     from flotilla.router.config import load_config
 
-    cfg = load_config(config)
+    try:
+        cfg = load_config(config)
+    except ValueError as e:  # pydantic's ValidationError too: say what is wrong, not a traceback
+        typer.echo(f"invalid router config {config}: {e}", err=True)
+        raise typer.Exit(2) from None
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     if overrides:
         cfg = cfg.model_copy(update=overrides)
@@ -50,3 +54,15 @@ def policies() -> None:
     for name in registry.names():
         schema = registry.params_model(name).model_json_schema()
         typer.echo(f"{name}: {json.dumps(schema.get('properties', {}))}")
+
+
+@app.command("hash-key")
+def hash_key() -> None:
+    """Read an API key on stdin; print its sha256 for `auth.keys[].sha256` (keeps the key out of configs)."""
+    import hashlib
+    import sys
+
+    key = sys.stdin.readline().strip()
+    if not key:
+        raise typer.BadParameter("no key on stdin")
+    typer.echo(hashlib.sha256(key.encode()).hexdigest())

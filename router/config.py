@@ -13,6 +13,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _Secretive(_Strict):
+    # Validation errors quote their input; an input holding an API key must not reach the logs.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
 class StaticInstance(_Strict):
     url: str = Field(pattern=r"^https?://")
     model: str
@@ -44,7 +49,53 @@ class KubernetesDiscoveryConfig(_Strict):
     """Engine port; None uses the port named `http` on the engine container, else 8000."""
 
 
-class RouterConfig(_Strict):
+class ApiKeyEntry(_Secretive):
+    """One API key: the key itself or its sha256 (hex), a name for the logs, and what it may do."""
+
+    name: str = Field(min_length=1)
+    key: str | None = Field(default=None, min_length=1, repr=False)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    models: list[str] | None = None
+    """Models this key may use (None: all)."""
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    """Prompt + completion tokens per minute (None: unlimited)."""
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ApiKeyEntry:
+        if (self.key is None) == (self.sha256 is None):
+            raise ValueError(f"key {self.name!r}: give exactly one of `key` and `sha256`")
+        return self
+
+
+class AuthConfig(_Secretive):
+    """Who may call the router (`auth.py`). `mode` has no default: an operator must choose."""
+
+    mode: Literal["none", "api_keys"]
+    keys_file: str | None = None
+    """A YAML/JSON list of ApiKeyEntry (or `{keys: [...]}`), e.g. one file of a mounted Secret."""
+    keys_dir: str | None = None
+    """A directory of key files (a Secret mounted as a volume): file name = key name, content = key."""
+    keys: list[ApiKeyEntry] = Field(default_factory=list)
+    """Keys given inline (prefer `sha256` to `key` here)."""
+    dir_models: list[str] | None = None
+    """Allow-list of the keys read from `keys_dir` (None: all models)."""
+    dir_tokens_per_minute: int | None = Field(default=None, gt=0)
+    """Token-rate limit of each key read from `keys_dir` (None: unlimited)."""
+    assumed_max_tokens: int = Field(default=1024, gt=0)
+    """Completion tokens charged up front for a request that sets no `max_tokens` (reconciled with
+    its actual usage when it ends)."""
+
+    @model_validator(mode="after")
+    def _keys_when_required(self) -> AuthConfig:
+        sources = self.keys or self.keys_file or self.keys_dir
+        if self.mode == "api_keys" and not sources:
+            raise ValueError("auth.mode api_keys needs `keys`, `keys_file` or `keys_dir`")
+        if self.mode == "none" and sources:
+            raise ValueError("auth.mode none with keys configured: set mode api_keys or drop the keys")
+        return self
+
+
+class RouterConfig(_Secretive):
     host: str = "0.0.0.0"
     port: int = Field(default=8080, gt=0, lt=65536)
     default_policy: str = "least_request"
@@ -79,6 +130,9 @@ class RouterConfig(_Strict):
     """Refit each learned predictor's head on its feature log this often (None: never in-router)."""
     seed: int | None = None
     """Seed of the tie-breaking random generator (None: from the OS, so replicas differ)."""
+    auth: AuthConfig | None = None
+    """Client authentication. A config file must set it (`load_config`); None (in-process only,
+    e.g. tests and benchmarks building a RouterConfig) serves without authentication."""
     static: StaticDiscoveryConfig | None = None
     kubernetes: KubernetesDiscoveryConfig | None = None
 
@@ -90,5 +144,11 @@ class RouterConfig(_Strict):
 
 
 def load_config(path: str | Path) -> RouterConfig:
-    data = yaml.safe_load(Path(path).read_text())
-    return RouterConfig.model_validate(data or {})
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if isinstance(data, dict) and "auth" not in data:
+        # Serving without authentication must be a choice someone wrote down, never a default.
+        raise ValueError(
+            f"{path}: set `auth` explicitly: `auth: {{mode: api_keys, keys_dir: ...}}`, "
+            "or `auth: {mode: none}` to serve without authentication"
+        )
+    return RouterConfig.model_validate(data)

@@ -14,6 +14,9 @@ from typing import Any
 from flotilla.router.policies.base import RequestFeatures
 
 CHARS_PER_TOKEN = 4.0
+MAX_PREFIX_BLOCKS = 128
+"""Prompt blocks hashed (2,048 tokens, or 8 KiB of text): deep enough that prompts sharing a long
+system prompt still differ in their hashes, so prefix affinity can tell conversations apart."""
 
 
 def prompt_of(kind: str, body: dict[str, Any]) -> str | list[int] | None:
@@ -86,7 +89,7 @@ def extract(
     *,
     block_chars: int = 64,
     block_tokens: int = 16,
-    max_blocks: int = 16,
+    max_blocks: int = MAX_PREFIX_BLOCKS,
 ) -> RequestFeatures:
     prompt = prompt_of(kind, body) or ""
     n_tokens = len(prompt) if isinstance(prompt, list) else int(len(prompt) / CHARS_PER_TOKEN) + 1

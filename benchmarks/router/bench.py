@@ -208,6 +208,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             "host": "127.0.0.1",
             "port": fl_port,
             "default_policy": "round_robin",
+            "auth": {"mode": "none"},
             "static": {"instances": [{"url": u, "model": MODEL} for u in urls]},
         }
         await asyncio.to_thread((workdir / "router.yaml").write_text, yaml.safe_dump(cfg))

@@ -39,7 +39,11 @@ async def measure(n: int, instances: int) -> None:
     port = free_port()
     cfg = Path(tempfile.mkdtemp()) / "router.yaml"
     listed = [{"url": engines[i % len(engines)].url, "model": "m", "name": f"i{i}"} for i in range(instances)]
-    cfg.write_text(yaml.safe_dump({"host": "127.0.0.1", "port": port, "static": {"instances": listed}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {"host": "127.0.0.1", "port": port, "auth": {"mode": "none"}, "static": {"instances": listed}}
+        )
+    )
     router = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",

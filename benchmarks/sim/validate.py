@@ -126,6 +126,7 @@ async def start_router(
         "default_policy": policy,
         "scrape_interval_s": scrape_s,
         "seed": 0,
+        "auth": {"mode": "none"},
         "static": {"instances": [{"url": u, "model": MODEL} for u in urls]},
     }
     path = folder / "router.yaml"

@@ -106,6 +106,7 @@ async def run_router(ctx: DemoContext) -> None:
         "host": "127.0.0.1",
         "port": port,
         "default_policy": "least_request",
+        "auth": {"mode": "none"},  # the demo's endpoint is on loopback only
         "kubernetes": {"kubeconfig": str(ctx.cluster.kubeconfig)},
     }
     path = ctx.cluster.run_dir / "router.yaml"

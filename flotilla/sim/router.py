@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from flotilla.router.instances import EngineSample, InstanceRecord, InstanceSpec, InstanceTable
-from flotilla.router.policies import Policy, RequestFeatures, Snapshot
+from flotilla.router.policies import Observer, Policy, RequestFeatures, Snapshot
 
 
 class RouterQueue(Protocol):
@@ -75,6 +75,7 @@ class SimRouter:
         self.records: list[InstanceRecord] = [r for r in table.all()]
         self._index = {r.id: j for j, r in enumerate(self.records)}
         self.policy = policy
+        self._observer: Observer | None = policy if isinstance(policy, Observer) else None
         self.queue = queue
         self._rng = rng
         self._remaining = predicted_remaining
@@ -97,6 +98,8 @@ class SimRouter:
         if not ranked:
             return None
         j = self._index[ranked[0].id]
+        if self._observer is not None:
+            self._observer.observe(features, ranked[0].id)
         record = self.records[j]
         record.inflight += 1
         record.inflight_tokens += features.prompt_tokens + int(predicted)

@@ -73,9 +73,11 @@ def features_of(req: SimRequest, model: str) -> RequestFeatures:
     """What the router extracts from the request: text prompts hashed as the router hashes text,
     token prompts by their trace prefix ids (no max_tokens: the engine stops at the true length)."""
     if req.text is not None:
-        hashes = router_features.prefix_hashes(req.text, block_chars=64, block_tokens=16, max_blocks=16)
+        hashes = router_features.prefix_hashes(
+            req.text, block_chars=64, block_tokens=16, max_blocks=router_features.MAX_PREFIX_BLOCKS
+        )
     else:
-        hashes = router_prefix_hashes(req)
+        hashes = router_prefix_hashes(req, max_blocks=router_features.MAX_PREFIX_BLOCKS)
     return RequestFeatures(model=model, prompt_tokens=req.prompt_tokens, prefix_hashes=hashes)
 
 

@@ -12,7 +12,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from flotilla.router.policies.base import InstanceView, Policy, RequestFeatures, Snapshot, rank_by_cost
+from flotilla.router.policies.base import (
+    InstanceView,
+    Observer,
+    Policy,
+    RequestFeatures,
+    Snapshot,
+    rank_by_cost,
+)
 from flotilla.router.policies.predicted_load import PredictedLoad
 from flotilla.router.policies.prefix_affinity import PrefixAffinity
 from flotilla.router.policies.simple import KvUtilization, LeastRequest, RoundRobin
@@ -62,6 +69,7 @@ def default_registry() -> PolicyRegistry:
 __all__ = [
     "DEFAULT_POLICY",
     "InstanceView",
+    "Observer",
     "Policy",
     "PolicyRegistry",
     "RequestFeatures",

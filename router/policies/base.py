@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -74,6 +74,17 @@ class Policy(Protocol):
     def rank(
         self, request: RequestFeatures, snapshot: Snapshot, rng: random.Random
     ) -> list[InstanceView]: ...
+
+
+@runtime_checkable
+class Observer(Protocol):
+    """A policy that learns from its decisions: told where each request was actually sent.
+
+    The router and the simulator call it once per dispatched request, after any reordering of the
+    ranking (KV fit, slice continuations), so the policy's state follows real placements.
+    """
+
+    def observe(self, request: RequestFeatures, instance_id: str) -> None: ...
 
 
 class NoParams(BaseModel):

@@ -116,5 +116,7 @@ automountServiceAccountToken: false
 {{- $discovery := dict -}}
 {{- with .Values.router.watchNamespace }}{{ $_ := set $discovery "namespace" . }}{{ end -}}
 {{- $fixed := dict "host" "0.0.0.0" "port" (int .Values.router.port) "kubernetes" $discovery -}}
-{{- toYaml (merge $fixed (deepCopy .Values.router.config)) -}}
+{{- $auth := dict "mode" .Values.router.auth.mode -}}
+{{- if eq .Values.router.auth.mode "api_keys" }}{{ $_ := set $auth "keys_dir" "/etc/flotilla-api-keys" }}{{ end -}}
+{{- toYaml (merge $fixed (deepCopy .Values.router.config) (dict "auth" $auth)) -}}
 {{- end -}}

@@ -160,11 +160,43 @@ def test_autoscaling_replaces_fixed_replicas(render: Any) -> None:
 def test_monitors_only_with_the_prometheus_operator(render: Any) -> None:
     docs = render(api_versions=(MONITORING,))
     assert set(by_kind(docs, "ServiceMonitor")) == {"demo-flotilla-router"}
-    assert set(by_kind(docs, "PodMonitor")) == {"demo-flotilla-engines"}
+    assert set(by_kind(docs, "PodMonitor")) == {"demo-flotilla-engines", "demo-flotilla-components"}
     monitor = by_kind(docs, "PodMonitor")["demo-flotilla-engines"]
     assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "flotilla"}
-    off = render("--set", "metrics.podMonitor.enabled=false", api_versions=(MONITORING,))
+    off = render(
+        "--set",
+        "metrics.podMonitor.enabled=false",
+        "--set",
+        "metrics.componentMonitor.enabled=false",
+        api_versions=(MONITORING,),
+    )
     assert not by_kind(off, "PodMonitor") and by_kind(off, "ServiceMonitor")
+
+
+def test_component_monitor_scrapes_the_metrics_port_of_operator_and_placement(render: Any) -> None:
+    docs = render(api_versions=(MONITORING,))
+    monitor = by_kind(docs, "PodMonitor")["demo-flotilla-components"]
+    (expr,) = monitor["spec"]["selector"]["matchExpressions"]
+    assert expr["key"] == "app.kubernetes.io/component" and expr["values"] == ["operator", "placement"]
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    for name in ("demo-flotilla-operator", "demo-flotilla-placement"):
+        pod = by_kind(docs, "Deployment")[name]["spec"]["template"]
+        assert pod["metadata"]["labels"]["app.kubernetes.io/component"] in expr["values"]
+        (container,) = pod["spec"]["containers"]
+        assert "metrics" in {p["name"] for p in container["ports"]}
+    alone = render("--set", "placement.enabled=false", api_versions=(MONITORING,))
+    only = by_kind(alone, "PodMonitor")["demo-flotilla-components"]
+    assert only["spec"]["selector"]["matchExpressions"][0]["values"] == ["operator"]
+
+
+def test_operator_serves_metrics_on_its_own_port(render: Any) -> None:
+    docs = render("--set", "operator.metricsPort=9100")
+    (container,) = by_kind(docs, "Deployment")["demo-flotilla-operator"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert "--metrics-port=9100" in container["args"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 8080, "metrics": 9100}
 
 
 @pytest.mark.parametrize(
@@ -175,6 +207,7 @@ def test_monitors_only_with_the_prometheus_operator(render: Any) -> None:
         "operator.logLevel=LOUD",
         "router.service.type=Ingress",
         "placement.workers=-1",
+        "operator.metricsPort=0",
     ],
 )
 def test_schema_refuses_bad_values(helm: Path, chart: Path, bad: str) -> None:
@@ -182,3 +215,12 @@ def test_schema_refuses_bad_values(helm: Path, chart: Path, bad: str) -> None:
     done = subprocess.run(argv, check=False, capture_output=True, text=True)
     assert done.returncode != 0
     assert "schema" in done.stderr.lower() or "values don't meet" in done.stderr.lower(), done.stderr
+
+
+def test_operator_metrics_port_must_differ_from_health_port(helm: Path, chart: Path) -> None:
+    argv = [str(helm), "template", "x", str(chart), "--kube-version", "1.35.0"]
+    done = subprocess.run(
+        [*argv, "--set", "operator.metricsPort=8080"], check=False, capture_output=True, text=True
+    )
+    assert done.returncode != 0
+    assert "operator.metricsPort must differ from operator.healthPort" in done.stderr

@@ -1,5 +1,6 @@
-"""The Grafana dashboard queries only metrics that exist: the router's, the engines' and the placement
-scheduler's own (collected from their metric classes), plus named kube-state-metrics series."""
+"""The Grafana dashboard queries only metrics that exist: the router's, the engines', the placement
+scheduler's and the operator's own (collected from their metric classes), plus named
+kube-state-metrics series."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from flotilla.enginesim.metrics import EngineMetrics
+from flotilla.operator.metrics import OperatorMetrics
 from flotilla.placement.telemetry import PlacementMetrics
 from flotilla.router.metrics import RouterMetrics
 
@@ -41,6 +43,10 @@ def placement_series() -> set[str]:
     return exported(PlacementMetrics(CollectorRegistry()).registry)
 
 
+def operator_series() -> set[str]:
+    return exported(OperatorMetrics(CollectorRegistry()).registry)
+
+
 def queries(chart: Path) -> list[str]:
     dashboard: dict[str, Any] = json.loads((chart / "files" / "flotilla-dashboard.json").read_text())
     out = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
@@ -49,7 +55,7 @@ def queries(chart: Path) -> list[str]:
 
 
 def test_dashboard_uses_only_exported_metrics(chart: Path) -> None:
-    known = router_series() | engine_series() | placement_series() | KUBE_STATE_METRICS
+    known = router_series() | engine_series() | placement_series() | operator_series() | KUBE_STATE_METRICS
     used = {name for expr in queries(chart) for name in METRIC.findall(expr)}
     assert used, "no queries found"
     assert used <= known, f"unknown metrics: {sorted(used - known)}"
@@ -60,6 +66,13 @@ def test_dashboard_shows_every_router_metric(chart: Path) -> None:
     families = {n.removesuffix("_bucket").removesuffix("_total") for n in used}
     router = {f.name for f in RouterMetrics(CollectorRegistry()).registry.collect()}
     assert router <= families, f"router metrics without a panel: {sorted(router - families)}"
+
+
+def test_dashboard_shows_every_operator_metric(chart: Path) -> None:
+    used = {name for expr in queries(chart) for name in METRIC.findall(expr)}
+    families = {n.removesuffix("_bucket").removesuffix("_total") for n in used}
+    operator = {f.name for f in OperatorMetrics(CollectorRegistry()).registry.collect()}
+    assert operator <= families, f"operator metrics without a panel: {sorted(operator - families)}"
 
 
 def test_dashboard_is_in_the_configmap(render: Any) -> None:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from flotilla.api import labels
+from flotilla.operator.app import Runtime, reconcile_once, request_counts
 from flotilla.operator.cache import ClusterCache
 from flotilla.operator.config import OperatorConfig
-from flotilla.operator.controller import FleetController
+from flotilla.operator.controller import ERROR_RETRY_S, FleetController
+from flotilla.operator.metrics import OperatorMetrics
+from flotilla.operator.workqueue import WorkQueue
 
 NOW = 1_700_000_000.0
 
@@ -148,3 +155,72 @@ async def test_deleted_fleet_is_left_to_the_garbage_collector() -> None:
     cache.apply_fleet("DELETED", api.fleet)
     out = await ctl.reconcile(("ns", "f"))
     assert api.calls == [] and out.requeue_after is None
+
+
+def _sample(registry: CollectorRegistry, name: str, **labels_: str) -> float | None:
+    return registry.get_sample_value(name, labels_)
+
+
+def _runtime(ctl: FleetController, cache: ClusterCache, ticks: list[float]) -> Runtime:
+    clock = iter(ticks)
+    rt = Runtime(
+        config=OperatorConfig(),
+        cache=cache,
+        queue=WorkQueue(),
+        controller=ctl,
+        writer=SimpleNamespace(requests=Counter()),  # type: ignore[arg-type]
+        metrics=OperatorMetrics(CollectorRegistry()),
+        clock=lambda: next(clock),
+    )
+    rt.metrics.bind(cache, lambda: len(rt.queue), lambda: request_counts(rt))
+    return rt
+
+
+async def test_reconcile_updates_metrics() -> None:
+    ctl, cache, api = setup(replicas=2)
+    rt = _runtime(ctl, cache, [10.0, 10.25, 20.0, 20.5])
+    reg = rt.metrics.registry
+    assert _sample(reg, "flotilla_operator_fleet_ready_replicas", namespace="ns", fleet="f") == 0
+    await reconcile_once(rt, ("ns", "f"))
+    assert _sample(reg, "flotilla_operator_reconciles_total", result="success") == 1
+    assert _sample(reg, "flotilla_operator_reconcile_duration_seconds_count") == 1
+    assert _sample(reg, "flotilla_operator_reconcile_duration_seconds_sum") == 0.25
+    assert _sample(reg, "flotilla_operator_reconcile_duration_seconds_bucket", le="0.25") == 1
+    assert _sample(reg, "flotilla_operator_reconcile_duration_seconds_bucket", le="0.1") == 0
+    assert _sample(reg, "flotilla_operator_fleets") == 1
+    assert _sample(reg, "flotilla_operator_fleet_desired_replicas", namespace="ns", fleet="f") == 2
+    make_running(cache)
+    await reconcile_once(rt, ("ns", "f"))
+    assert api.status["readyReplicas"] == 2
+    assert _sample(reg, "flotilla_operator_fleet_ready_replicas", namespace="ns", fleet="f") == 2
+    assert _sample(reg, "flotilla_operator_reconciles_total", result="success") == 2
+    assert _sample(reg, "flotilla_operator_reconcile_duration_seconds_sum") == 0.75
+    cache.apply_fleet("DELETED", api.fleet)
+    assert _sample(reg, "flotilla_operator_fleets") == 0
+    assert _sample(reg, "flotilla_operator_fleet_desired_replicas", namespace="ns", fleet="f") is None
+
+
+class FailingCreates(FakeApi):
+    async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("quota exceeded")
+
+
+async def test_failed_writes_and_raised_reconciles_are_counted() -> None:
+    _, cache, _ = setup(replicas=1)
+    api = FailingCreates()
+    api.fleet = cache.fleets[("ns", "f")]
+    ctl = FleetController(cache, api, OperatorConfig(), lambda: NOW)
+    rt = _runtime(ctl, cache, [0.0, 0.1, 1.0, 1.2])
+    requeue = await reconcile_once(rt, ("ns", "f"))
+    assert requeue is not None, "a failed write is retried"
+    reg = rt.metrics.registry
+    assert _sample(reg, "flotilla_operator_reconciles_total", result="partial") == 1
+    assert _sample(reg, "flotilla_operator_reconciles_total", result="success") == 0
+
+    async def boom(key: Any) -> Any:
+        raise RuntimeError("bug")
+
+    rt.controller = SimpleNamespace(reconcile=boom)  # type: ignore[assignment]
+    assert await reconcile_once(rt, ("ns", "f")) == ERROR_RETRY_S
+    assert _sample(reg, "flotilla_operator_reconciles_total", result="error") == 1
+    assert _sample(reg, "flotilla_operator_reconcile_duration_seconds_count") == 2

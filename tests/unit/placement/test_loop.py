@@ -50,7 +50,7 @@ class FakeCluster:
         self.nodes = nodes
         self.pods = {p["metadata"]["name"]: p for p in pods}
         self.events: list[tuple[str, str, str]] = []
-        self.conditions: dict[str, bool] = {}
+        self.marked: list[tuple[str, str]] = []
         self.evicted: list[str] = []
 
     async def list_nodes(self) -> list[dict[str, Any]]:
@@ -72,8 +72,10 @@ class FakeCluster:
     async def record_event(self, pod: str, reason: str, message: str, warning: bool) -> None:
         self.events.append((pod, reason, message))
 
-    async def set_unschedulable(self, fleet: str, unschedulable: bool, message: str) -> None:
-        self.conditions[fleet] = unschedulable
+    async def mark_unschedulable(self, pod: str, message: str) -> None:
+        self.marked.append((pod, message))
+        cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+        self.pods[pod.split("/")[1]]["status"]["conditions"] = [cond]
 
     async def changes(self) -> AsyncIterator[None]:
         while True:
@@ -107,15 +109,17 @@ async def test_higher_tier_preempts_then_binds_on_the_next_cycle() -> None:
     assert cluster.pods["high-0"]["spec"]["nodeName"] == "a"
 
 
-async def test_unplaceable_pod_gets_an_event_and_its_fleet_a_condition() -> None:
+async def test_unplaceable_pod_gets_an_event_and_a_pod_scheduled_condition() -> None:
     cluster = FakeCluster([node_json("a")], [pod_json("same-0", 8, 1, node="a"), pod_json("huge-0", 8, 1)])
     loop = PlacementLoop(cluster, CONFIG)
     plan = await loop.cycle()
     assert plan is not None and plan.unplaced == ("ns/huge-0",)
     failed = [e for e in cluster.events if e[1] == "FailedScheduling"]
     assert failed and "1/1 nodes match" in failed[0][2]
-    assert cluster.conditions["ns/huge"] is True
-    assert cluster.conditions["ns/same"] is False
+    # Like kube-scheduler: the pod says why (the operator turns it into the fleet's condition).
+    assert cluster.marked == [("ns/huge-0", failed[0][2])]
+    await loop.cycle()
+    assert len(cluster.marked) == 1, "an unchanged reason is not written again"
 
 
 async def test_run_loop_places_and_stops() -> None:

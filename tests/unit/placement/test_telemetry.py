@@ -143,7 +143,7 @@ class FakeCluster:
     async def record_event(self, pod: str, reason: str, message: str, warning: bool) -> None:
         return None
 
-    async def set_unschedulable(self, fleet: str, unschedulable: bool, message: str) -> None:
+    async def mark_unschedulable(self, pod: str, message: str) -> None:
         return None
 
     async def changes(self) -> AsyncIterator[None]:

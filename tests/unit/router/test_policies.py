@@ -65,43 +65,6 @@ def test_kv_utilization_prefers_free_cache_and_penalises_queues() -> None:
     assert kv.rank(REQ, s, random.Random(0))[0].id == "b"
 
 
-def _prefixed(key: int) -> RequestFeatures:
-    return RequestFeatures(model="m", prompt_tokens=10, prefix_hashes=(key, key + 1, key + 2, key + 3))
-
-
-def test_prefix_affinity_is_sticky_and_consistent_across_replicas() -> None:
-    views = [InstanceView(f"i{k}") for k in range(5)]
-    a = default_registry().build("prefix_affinity")
-    b = default_registry().build("prefix_affinity")  # another router replica
-    homes = {}
-    for key in range(200):
-        first = a.rank(_prefixed(key * 10), snap(*views), random.Random(key))[0].id
-        assert b.rank(_prefixed(key * 10), snap(*views), random.Random(key + 1))[0].id == first
-        homes[key] = first
-    assert len(set(homes.values())) == 5, "different prefixes spread over the ring"
-    spread = Counter(homes.values())
-    assert max(spread.values()) < 200 * 0.4
-
-
-def test_prefix_affinity_spills_over_when_home_is_overloaded() -> None:
-    pa = default_registry().build("prefix_affinity", {"load_factor": 1.25})
-    views = [InstanceView(f"i{k}") for k in range(4)]
-    home = pa.rank(_prefixed(7), snap(*views), random.Random(0))[0].id
-    loaded = [InstanceView(v.id, est_requests=8.0 if v.id == home else 2.0) for v in views]
-    # mean with the new request is (8+6+1)/4 = 3.75 -> cap 5: the home (8) is over it.
-    ranked = pa.rank(_prefixed(7), snap(*loaded), random.Random(0))
-    assert ranked[0].id != home and ranked[-1].id == home
-
-
-def test_prefix_affinity_removing_an_instance_moves_only_its_keys() -> None:
-    pa = default_registry().build("prefix_affinity")
-    views = [InstanceView(f"i{k}") for k in range(5)]
-    before = {k: pa.rank(_prefixed(k * 10), snap(*views), random.Random(0))[0].id for k in range(300)}
-    after = {k: pa.rank(_prefixed(k * 10), snap(*views[:4]), random.Random(0))[0].id for k in range(300)}
-    moved = [k for k in before if before[k] != after[k]]
-    assert moved and all(before[k] == "i4" for k in moved)
-
-
 def test_predicted_load_weighs_remaining_tokens_not_request_counts() -> None:
     pl = default_registry().build("predicted_load", {"choices": 0})
     few_long = InstanceView("long", inflight=2, est_requests=2, predicted_remaining_tokens=4000)
