@@ -128,6 +128,8 @@ class Router:
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._discover(), name="router-discovery"))
         self._tasks.append(asyncio.create_task(self.scraper.run(), name="router-scraper"))
+        if self.gate.reloads:
+            self._tasks.append(asyncio.create_task(self.gate.run_reloads(), name="router-api-keys"))
 
     async def _discover(self) -> None:
         await self.discovery.run(self._on_discovery)

@@ -20,6 +20,7 @@ reports when the request ends (refunded in full on an error status).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -126,12 +127,12 @@ class Keyring:
     """Finds the key a client presented, in time independent of which key (if any) it is."""
 
     def __init__(self, keys: Iterable[ApiKey]) -> None:
-        self._keys = tuple(keys)
+        self.keys = tuple(keys)
 
     def lookup(self, presented: str) -> ApiKey | None:
         digest = _digest(presented)
         found: ApiKey | None = None
-        for key in self._keys:  # no early exit: every lookup compares against every key
+        for key in self.keys:  # no early exit: every lookup compares against every key
             if hmac.compare_digest(digest, key.digest):
                 found = key
         return found
@@ -227,13 +228,50 @@ class Gate:
         self._config = config
         self._max_body = max_body_bytes
         self._clock = clock
-        loaded = list(keys) if keys is not None else (load_keys(config) if self.enabled else [])
-        self._keyring = Keyring(loaded)
-        self._buckets = {
-            k.name: TokenBucket(k.tokens_per_minute, clock) for k in loaded if k.tokens_per_minute
-        }
+        self._keyring = Keyring(())
+        self._buckets: dict[str, TokenBucket] = {}
+        self._install(list(keys) if keys is not None else (load_keys(config) if self.enabled else []))
+
+    def _install(self, keys: list[ApiKey]) -> None:
+        """Swap in a key set; a key that stays (same name and rate) keeps its bucket's balance."""
+        buckets = {}
+        for k in keys:
+            if k.tokens_per_minute:
+                old = self._buckets.get(k.name)
+                same = old is not None and old.capacity == k.tokens_per_minute
+                buckets[k.name] = (
+                    old if old is not None and same else TokenBucket(k.tokens_per_minute, self._clock)
+                )
+        self._keyring, self._buckets = Keyring(keys), buckets
         if self.enabled:
-            log.info("api keys loaded", extra={"keys": sorted(k.name for k in loaded)})
+            log.info("api keys loaded", extra={"keys": sorted(k.name for k in keys)})
+
+    @property
+    def reloads(self) -> bool:
+        """Whether keys come from files that can change under a running router (a mounted Secret)."""
+        c = self._config
+        return self.enabled and c.reload_interval_s is not None and bool(c.keys_dir or c.keys_file)
+
+    async def reload(self) -> None:
+        """Read the key files again (off the event loop); on any error keep the keys in use."""
+        try:
+            keys = await asyncio.to_thread(load_keys, self._config)
+        except Exception as e:  # a half-written Secret must not take the router down
+            # The type only: a parse error's text can quote the file, that is a key.
+            log.warning("api keys not reloaded; keeping the previous set", extra={"error": type(e).__name__})
+            return
+        if {(k.name, k.digest, k.models, k.tokens_per_minute) for k in keys} != self._fingerprint():
+            self._install(keys)
+
+    def _fingerprint(self) -> set[tuple[str, bytes, frozenset[str] | None, int | None]]:
+        return {(k.name, k.digest, k.models, k.tokens_per_minute) for k in self._keyring.keys}
+
+    async def run_reloads(self) -> None:
+        """Every `reload_interval_s`: Kubernetes updates a mounted Secret in place when it changes."""
+        assert self._config.reload_interval_s is not None
+        while True:
+            await asyncio.sleep(self._config.reload_interval_s)
+            await self.reload()
 
     def authenticate(self, request: Request) -> ApiKey:
         presented = _bearer(request)

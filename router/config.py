@@ -81,6 +81,8 @@ class AuthConfig(_Secretive):
     """Allow-list of the keys read from `keys_dir` (None: all models)."""
     dir_tokens_per_minute: int | None = Field(default=None, gt=0)
     """Token-rate limit of each key read from `keys_dir` (None: unlimited)."""
+    reload_interval_s: float | None = Field(default=30.0, gt=0)
+    """Re-read `keys_file`/`keys_dir` this often (a mounted Secret changes in place); None: never."""
     assumed_max_tokens: int = Field(default=1024, gt=0)
     """Completion tokens charged up front for a request that sets no `max_tokens` (reconciled with
     its actual usage when it ends)."""

@@ -127,8 +127,7 @@ ALLOWED: dict[str, list[str]] = {
     ],
     "placement": [
         "list nodes", "watch nodes", "list pods", "watch pods", "create pods/binding",
-        "create pods/eviction", "create events", "get inferencefleets.flotilla.dev/status",
-        "patch inferencefleets.flotilla.dev/status",
+        "create pods/eviction", "create events", "patch pods/status",
     ],
     "router": [
         "list inferencefleets.flotilla.dev", "watch inferencefleets.flotilla.dev", "list pods", "watch pods",
@@ -145,6 +144,8 @@ FORBIDDEN: dict[str, list[str]] = {
         "create pods", "delete pods", "patch pods", "update pods", "list secrets", "delete nodes",
         "patch inferencefleets.flotilla.dev", "list inferencefleets.flotilla.dev",
         "update leases.coordination.k8s.io",
+        # The operator alone writes fleet status; placement explains on the pod (pods/status).
+        "patch inferencefleets.flotilla.dev/status", "get inferencefleets.flotilla.dev/status",
     ],
     "router": [
         "create pods", "delete pods", "patch inferencefleets.flotilla.dev/status", "list secrets",

@@ -224,3 +224,29 @@ async def test_failed_writes_and_raised_reconciles_are_counted() -> None:
     assert await reconcile_once(rt, ("ns", "f")) == ERROR_RETRY_S
     assert _sample(reg, "flotilla_operator_reconciles_total", result="error") == 1
     assert _sample(reg, "flotilla_operator_reconcile_duration_seconds_count") == 2
+
+
+async def test_unschedulable_condition_comes_from_the_pods_and_is_stable() -> None:
+    """Placement marks pods it cannot place (PodScheduled=False, reason Unschedulable); the operator,
+    the fleet status's one writer, reports it and rewrites nothing while it stays true."""
+    ctl, cache, api = setup(replicas=1)
+    await ctl.reconcile(("ns", "f"))
+    (pod,) = cache.pods_of(("ns", "f"))
+    why = "0/3 nodes match: 3 have too few free GPUs (need 8)"
+    pod["status"] = {
+        "phase": "Pending",
+        "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why}
+        ],
+    }
+    await ctl.reconcile(("ns", "f"))
+    cond = {c["type"]: c for c in api.status["conditions"]}["Unschedulable"]
+    assert (cond["status"], cond["reason"]) == ("True", "PodsUnschedulable")
+    assert cond["message"].endswith(f"{pod['metadata']['name']}: {why}")
+    api.calls.clear()
+    await ctl.reconcile(("ns", "f"))
+    assert ("patch_status", "f") not in api.calls, "no second writer to undo: nothing to rewrite"
+    make_running(cache)  # bound: the API server sets PodScheduled=True
+    await ctl.reconcile(("ns", "f"))
+    cond = {c["type"]: c for c in api.status["conditions"]}["Unschedulable"]
+    assert (cond["status"], cond["reason"]) == ("False", "AllScheduled")

@@ -327,3 +327,37 @@ def test_config_errors_do_not_quote_keys() -> None:
         with pytest.raises(ValidationError) as e:
             RouterConfig.model_validate({"auth": {"mode": "api_keys", "keys": [bad]}})
         assert ALICE not in str(e.value)
+
+
+async def test_rotated_secret_is_picked_up_and_a_broken_one_is_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "alice").write_text(ALICE)
+    entries = tmp_path / "keys.yaml"
+    entries.write_text(f"- {{name: metered, key: {BOB}, tokens_per_minute: 600}}\n")
+    clock = Clock()
+    config = AuthConfig(mode="api_keys", keys_dir=str(secret), keys_file=str(entries))
+    gate = Gate(config, max_body_bytes=1 << 20, clock=clock)
+    assert gate.reloads
+    app, _ = _app(gate)
+    async with _client(app) as c:
+        assert (await _post(c, BOB, max_tokens=499)).status_code == 200  # 100 left of 600
+        (secret / "alice").write_text("sk-alice-rotated")
+        (secret / "carol").write_text("sk-carol")
+        await gate.reload()
+        assert (await _post(c, ALICE, max_tokens=1)).status_code == 401
+        assert (await _post(c, "sk-alice-rotated", max_tokens=1)).status_code == 200
+        assert (await _post(c, "sk-carol", max_tokens=1)).status_code == 200
+        # bob's entry did not change: his bucket (and what he spent) carries over the reload.
+        assert (await _post(c, BOB, max_tokens=499)).status_code == 429
+        entries.write_text(f"- {{name: metered, key: {BOB}, tokens_per_minute: [oops\n")
+        await gate.reload()  # unparseable: keep the keys in use
+        assert (await _post(c, "sk-carol", max_tokens=1)).status_code == 200
+    text = "\n".join(repr(r.__dict__) for r in caplog.records)
+    assert "not reloaded" in text and "carol" in text
+    for secret_value in (ALICE, BOB, "sk-alice-rotated", "sk-carol"):
+        assert secret_value not in text
+    assert not Gate(_config(), max_body_bytes=1).reloads  # inline keys only: nothing to re-read
