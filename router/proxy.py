@@ -63,17 +63,29 @@ class EngineReply:
     first_byte_at: float = 0.0
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+BODY_READ_TIMEOUT_S = 30.0
+
+
+async def read_body(request: Request, limit: int, timeout_s: float = BODY_READ_TIMEOUT_S) -> bytes:
+    """The request body, bounded in size and in time.
+
+    The time bound matters because neither uvicorn nor the request timeout (which starts once the
+    body is in) stops a client that sends part of a body and then holds the connection open.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body larger than {limit} bytes")
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body larger than {limit} bytes")
-        parts.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"request body larger than {limit} bytes")
+                parts.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, f"request body not received within {timeout_s:g} s") from None
     return b"".join(parts)
 
 

@@ -110,7 +110,9 @@ async def test_two_router_replicas_do_not_herd(engines: Any, router_config: Any,
     )
     assert sum(counts) == 320
     assert cv < 0.15
-    assert worst < 2.0, "at no moment does one engine hold twice its share"
+    # Sampled in-flight counts are small integers, so one engine briefly holding 2 of a mean of 1 is
+    # normal; herding looks like the stale-scrape policy below (whole bursts on one engine: 4x).
+    assert worst <= 2.5, "no engine ever holds much more than its share"
 
 
 async def test_the_herding_measure_catches_a_scrape_only_policy(
