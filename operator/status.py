@@ -14,6 +14,7 @@ from flotilla.api import labels
 from flotilla.api.status import Condition, ConditionType, InferenceFleetStatus, InstanceStatus
 from flotilla.operator.observe import ObservedPod
 from flotilla.operator.plan import Plan
+from flotilla.operator.render import selector_string
 
 
 def _rfc3339(ts: float) -> str:
@@ -133,7 +134,7 @@ def compute_status(
         replicas=len(live),
         ready_replicas=len(ready),
         updated_replicas=len(current),
-        selector=f"{labels.LABEL_FLEET}={fleet_name}",
+        selector=selector_string(fleet_name),
         current_revision=revision,
         conditions=conditions,
         instances=_instances(live),

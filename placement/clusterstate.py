@@ -1,7 +1,8 @@
-"""A mutable what-if view of the cluster: free capacity, spread and pack counts while a policy decides.
+"""A mutable what-if view of the cluster: free capacity, spread and pack counts, one node at a time.
 
-Heuristics place pods one by one and need cheap fit checks and undo (gangs are all-or-nothing);
-validation and metrics replay a plan through the same object, so "fits" means one thing everywhere.
+The policies decide on the vectorised `faststate.FastState`; this plain, per-node version is the
+reference that `metrics` (and the property tests) replay every policy's plan through, so a plan's
+validity and quality are judged by code independent of the state the heuristics used to build it.
 """
 
 from __future__ import annotations

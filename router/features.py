@@ -12,6 +12,7 @@ import hashlib
 from typing import Any
 
 from flotilla.router.policies.base import RequestFeatures
+from flotilla.router.predictor.text import chat_to_text
 
 CHARS_PER_TOKEN = 4.0
 MAX_PREFIX_BLOCKS = 128
@@ -53,14 +54,9 @@ def prompt_text(kind: str, body: dict[str, Any]) -> str:
     training prompts look; token-id prompts give "" (the predictor then has the length alone)."""
     if kind == "chat":
         messages = body.get("messages")
-        parts: list[str] = []
-        for m in messages if isinstance(messages, list) else []:
-            content = m.get("content") if isinstance(m, dict) else None
-            if isinstance(content, str):
-                parts.append(content)
-            elif isinstance(content, list):
-                parts.extend(str(c.get("text", "")) for c in content if isinstance(c, dict))
-        return "\n".join(parts)
+        return chat_to_text(
+            [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+        )
     prompt = prompt_of(kind, body)
     return prompt if isinstance(prompt, str) else ""
 

@@ -56,7 +56,6 @@ class InstanceRecord:
     tokens_at_scrape: int = 0
     failures: int = 0
     ejected: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
     # The frozen view, rebuilt only after a change: with N instances every request ranks N views,
     # and most of them did not change since the last request.
     _view: InstanceView | None = field(default=None, repr=False)
@@ -133,7 +132,6 @@ class InstanceTable:
     def __init__(self, *, default_max_inflight: int) -> None:
         self._default_max = default_max_inflight
         self._records: dict[str, InstanceRecord] = {}
-        self.generation = 0
 
     def update(self, specs: Iterable[InstanceSpec]) -> None:
         """Replace the instance set; kept instances keep their state (a changed url resets it)."""
@@ -148,7 +146,6 @@ class InstanceTable:
             else:
                 new[spec.id] = InstanceRecord(spec=spec, max_inflight=max_inflight)
         self._records = new
-        self.generation += 1
 
     def all(self) -> list[InstanceRecord]:
         return list(self._records.values())

@@ -45,9 +45,6 @@ class ProxyPredictor:
         limit = request.max_tokens if request.max_tokens is not None else self.cap
         return float(max(1, min(limit, request.prompt_tokens)))
 
-    async def predict(self, request: RequestFeatures) -> float:
-        return self.guess(request)
-
     async def estimate(self, request: RequestFeatures, text: str) -> Estimate:
         return Estimate(self.guess(request))
 

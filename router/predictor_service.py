@@ -27,6 +27,7 @@ import numpy as np
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies.base import RequestFeatures
 from flotilla.router.prediction import Estimate, ProxyPredictor
+from flotilla.router.predictor.metrics import kendall_tau_b
 
 if TYPE_CHECKING:
     from flotilla.router.predictor import BatchingPredictor, FeatureLog, Predictor
@@ -197,16 +198,8 @@ class PredictorService:
         recent.append((estimate.tokens, output_tokens))
         self._seen[model] = seen = self._seen.get(model, 0) + 1
         if seen % TAU_EVERY == 0 and len(recent) >= TAU_EVERY:
-            tau = kendall_tau(np.array([p for p, _ in recent]), np.array([a for _, a in recent]))
+            tau = kendall_tau_b(np.array([p for p, _ in recent]), np.array([a for _, a in recent]))
             if not np.isnan(tau):
                 self._metrics.predictor_tau.labels(model).set(tau)
         if estimate.features is not None and self._feature_log is not None:
             self._feature_log.record(model, estimate.features, output_tokens, self._clock())
-
-
-def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
-    """Kendall's tau-b (ties corrected); nan when either side is constant. O(n^2), n <= TAU_WINDOW."""
-    sx = np.sign(x[:, None] - x[None, :])
-    sy = np.sign(y[:, None] - y[None, :])
-    denom = float(np.sqrt(np.sum(sx * sx) * np.sum(sy * sy)))
-    return float("nan") if denom == 0 else float(np.sum(sx * sy) / denom)

@@ -29,7 +29,7 @@ from flotilla.router.features import extract, prompt_text
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import RequestFeatures
 from flotilla.router.prediction import Estimate, LengthPredictor
-from flotilla.router.sliced_path import serve_sliced
+from flotilla.router.sliced_path import serve_sliced, wait_disconnect
 from flotilla.router.slicing import unsliceable_reason
 from flotilla.router.upstream import EngineUnreachable, Upstream, UpstreamResponse
 
@@ -104,11 +104,6 @@ def parse_body(raw: bytes) -> tuple[dict[str, Any], str]:
     return body, model
 
 
-async def _wait_disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 class RequestPath:
     def __init__(
         self,
@@ -168,7 +163,7 @@ class RequestPath:
                     )
                 log.debug("request runs whole", extra={"request_id": rid, "reason": reason})
             opening = asyncio.create_task(self._open(call, PATHS[kind], raw, headers, stream))
-            watcher = asyncio.create_task(_wait_disconnect(request))
+            watcher = asyncio.create_task(wait_disconnect(request))
             try:
                 async with asyncio.timeout(self._timeout):
                     done, _ = await asyncio.wait({opening, watcher}, return_when=asyncio.FIRST_COMPLETED)

@@ -27,7 +27,8 @@ T = TypeVar("T")
 Finish = Callable[[int, str | None, int | None, Lease | None, float | None], None]
 
 
-async def _wait_disconnect(request: Request) -> None:
+async def wait_disconnect(request: Request) -> None:
+    """Returns when the client has gone away (its connection closed)."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
 
@@ -39,7 +40,7 @@ async def _guarded(request: Request, aw: Awaitable[T], deadline_s: float) -> T:
         return await aw
 
     task = asyncio.create_task(run())
-    watcher = asyncio.create_task(_wait_disconnect(request))
+    watcher = asyncio.create_task(wait_disconnect(request))
     try:
         async with asyncio.timeout(max(0.0, deadline_s)):
             done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)

@@ -10,7 +10,6 @@ then refused a write outside its job.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import subprocess
 import sys
@@ -20,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from flotilla.api import labels
 from flotilla.localcluster.binaries import find_repo_root
 from flotilla.localcluster.controlplane import LocalCluster
 from flotilla.localcluster.readiness import wait_until
+from flotilla.localcluster.serviceaccount import service_account_kubeconfig
 from flotilla.placement.clusterapi import KubeClusterApi
 from flotilla.placement.loop import LoopConfig, PlacementLoop
 from flotilla.router.config import KubernetesDiscoveryConfig
@@ -35,36 +34,6 @@ from flotilla.router.instances import InstanceSpec
 pytestmark = pytest.mark.e2e
 
 CHART = find_repo_root(Path(__file__).resolve()) / "helm" / "flotilla"
-
-
-async def token_kubeconfig(api: Any, cluster: LocalCluster, namespace: str, sa: str, path: Path) -> Path:
-    from kubernetes_asyncio.client import CoreV1Api
-
-    request = {
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenRequest",
-        "spec": {"expirationSeconds": 3600},
-    }
-    token = await CoreV1Api(api).create_namespaced_service_account_token(sa, namespace, request)
-    ca = await asyncio.to_thread((cluster.layout.pki / "ca.crt").read_bytes)
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "c",
-                "cluster": {
-                    "server": cluster.server,
-                    "certificate-authority-data": base64.b64encode(ca).decode(),
-                },
-            }
-        ],
-        "users": [{"name": sa, "user": {"token": token.status.token}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": sa}}],
-        "current-context": "c",
-    }
-    await asyncio.to_thread(path.write_text, yaml.safe_dump(config))
-    return path
 
 
 @contextlib.asynccontextmanager
@@ -104,7 +73,7 @@ async def test_components_run_with_the_charts_service_accounts(
     )
     try:
         configs = {
-            c: await token_kubeconfig(
+            c: await service_account_kubeconfig(
                 api, cluster, namespace, f"{release}-flotilla-{c}", tmp_path / f"{c}.yaml"
             )
             for c in ("operator", "placement", "router")

@@ -29,30 +29,11 @@ def parse_args(argv: list[str]) -> tuple[str, int, EngineSimSettings]:
     )
     p.add_argument("--decode-seq-ms", type=float, help="cost per decoding sequence in a step")
     p.add_argument("--prefill-token-ms", type=float, help="cost per prefilled token in a step")
-    a = p.parse_args(argv)
-    flags = {
-        k: v
-        for k, v in {
-            "decode_step_ms": a.decode_step_ms,
-            "decode_seq_ms": a.decode_seq_ms,
-            "prefill_token_ms": a.prefill_token_ms,
-        }.items()
-        if v is not None
-    }
-    settings = EngineSimSettings(
-        model=a.model,
-        profile=a.profile,
-        timing=FlagTiming(**flags) if flags else None,
-        max_num_seqs=a.max_num_seqs,
-        max_num_batched_tokens=a.max_num_batched_tokens,
-        kv_cache_blocks=a.kv_cache_blocks,
-        block_size=a.block_size,
-        max_model_len=a.max_model_len,
-        time_scale=a.time_scale,
-        seed=a.seed,
-        mean_output_tokens=a.mean_output_tokens,
-    )
-    return a.host, a.port, settings
+    a = vars(p.parse_args(argv))
+    host, port = a.pop("host"), a.pop("port")
+    # every other flag is a settings field of the same name (extra="forbid" catches a mismatch)
+    flags = {k: v for k in FlagTiming.model_fields if (v := a.pop(k)) is not None}
+    return host, port, EngineSimSettings(**a, timing=FlagTiming(**flags) if flags else None)
 
 
 async def serve(host: str, port: int, settings: EngineSimSettings) -> None:

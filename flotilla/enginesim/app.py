@@ -64,17 +64,7 @@ class EngineSimSettings(BaseModel):
         return (self.timing or FlagTiming()).profile(self.model)
 
     def resolve_limits(self, profile: StepTimeProfile) -> EngineLimits:
-        overrides = {
-            k: v
-            for k, v in {
-                "max_num_seqs": self.max_num_seqs,
-                "max_num_batched_tokens": self.max_num_batched_tokens,
-                "kv_cache_blocks": self.kv_cache_blocks,
-                "block_size": self.block_size,
-                "max_model_len": self.max_model_len,
-            }.items()
-            if v is not None
-        }
+        overrides = self.model_dump(include=set(EngineLimits.model_fields), exclude_none=True)
         limits = profile.limits.model_copy(update=overrides)
         # A sequence must fit the KV cache on its own, as vLLM checks at start-up.
         capacity = limits.kv_cache_blocks * limits.block_size

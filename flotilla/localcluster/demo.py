@@ -117,8 +117,8 @@ async def demo(
     run_dir = default_run_dir(config.name)
     if (state := read_state(run_dir)) and alive_processes(state):
         raise typer.BadParameter(f"a demo already runs from {run_dir}; stop it first (Ctrl-C there)")
-    shutil.rmtree(run_dir, ignore_errors=True)
-    binaries = ensure_binaries(build=False)
+    await asyncio.to_thread(shutil.rmtree, run_dir, True)
+    binaries = await asyncio.to_thread(ensure_binaries, build=False)
     cluster = LocalCluster(config, run_dir, binaries)
     kubectl = Kubectl(binaries.kubectl, cluster.kubeconfig)
     async with interrupt_guard() as interrupted, contextlib.AsyncExitStack() as cleanup:

@@ -11,9 +11,9 @@ plays the kubelet).
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -139,7 +139,7 @@ async def wait_fleets_serving(ctx: DemoContext) -> None:
 
     async def ready() -> bool:
         out = await ctx.kubectl.run("get", "fleets", "-n", DEMO_NAMESPACE, "-o", "json")
-        fleets = yaml.safe_load(out)["items"]
+        fleets = json.loads(out)["items"]
         ready_replicas = sum((f.get("status") or {}).get("readyReplicas") or 0 for f in fleets)
         engines = len(ctx.launcher.ready_keys()) if ctx.launcher else 0
         routable = await _routable(ctx)
@@ -182,7 +182,7 @@ async def fleet_pods(ctx: DemoContext) -> list[dict[str, Any]]:
         "get", "pods", "-n", DEMO_NAMESPACE, "-o", "json",
         "-l", f"{labels.LABEL_MANAGED_BY}={labels.MANAGED_BY}",
     )  # fmt: skip
-    pods: list[dict[str, Any]] = yaml.safe_load(out)["items"]
+    pods: list[dict[str, Any]] = json.loads(out)["items"]
     return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
 
 
@@ -190,14 +190,8 @@ async def node_zones(ctx: DemoContext) -> dict[str, str]:
     out = await ctx.kubectl.run("get", "nodes", "-o", "json")
     return {
         n["metadata"]["name"]: n["metadata"].get("labels", {}).get("topology.kubernetes.io/zone", "")
-        for n in yaml.safe_load(out)["items"]
+        for n in json.loads(out)["items"]
     }
-
-
-def examples_dir() -> Path:
-    from flotilla.localcluster.binaries import find_repo_root
-
-    return find_repo_root() / "examples"
 
 
 async def _engine_counters(client: httpx.AsyncClient, url: str) -> tuple[float, float]:
@@ -217,7 +211,8 @@ async def replay_and_report(ctx: DemoContext) -> None:
     assert ctx.router_url is not None and ctx.launcher is not None
     models = [f["spec"]["model"]["name"] for f in ctx.fleets]
     fit = TraceFit(duration_s=ctx.options.duration_s, rate_scale=ctx.options.rate_scale)
-    requests = load_trace(ctx.options.trace, models, fit)
+    # Off the loop: parsing the trace and drawing the PNG take a while; the engine watcher runs here.
+    requests = await asyncio.to_thread(load_trace, ctx.options.trace, models, fit)
     pods = await fleet_pods(ctx)
     zones = await node_zones(ctx)
     instances = []
@@ -253,6 +248,6 @@ async def replay_and_report(ctx: DemoContext) -> None:
         instance.requests, instance.generated_tokens = r1 - r0, t1 - t0
     summary = summarize(results, instances, wall)
     print_summary(summary, console)
-    written = write_outputs(summary, results, ctx.options.out)
+    written = await asyncio.to_thread(write_outputs, summary, results, ctx.options.out)
     ctx.summary = summary
     ctx.say("wrote " + ", ".join(str(p) for p in written))

@@ -7,7 +7,6 @@ the solver's wall time against its budget.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -192,7 +191,3 @@ def replay_on_kwok(rows: list[ScenarioResult], specs: list[ScenarioSpec], run_di
 
     done: int = asyncio.run(with_cluster(run_dir, work))
     return done
-
-
-def default_workers() -> int:
-    return os.cpu_count() or 1

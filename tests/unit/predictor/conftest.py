@@ -52,6 +52,12 @@ def tiny_tokenizer_json() -> tuple[str, int]:
     return tok.to_str(), len(vocab)
 
 
+@pytest.fixture
+def vocab_words() -> list[str]:
+    """The tiny tokenizer's words, for prompts it reads without [UNK]."""
+    return list(WORDS)
+
+
 def tiny_weights(vocab_size: int, keep: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     kept = np.array([0, 100, 101, 102, *range(103, vocab_size)])

@@ -13,26 +13,8 @@ from flotilla.router.predictor.text import RequestFeatures
 runner = CliRunner()
 
 
-def _fake_castillo(folder: Path, n: int = 400) -> None:
+def _fake_castillo(folder: Path, words: list[str], n: int = 400) -> None:
     rng = np.random.default_rng(0)
-    words = [
-        "write",
-        "a",
-        "function",
-        "that",
-        "explain",
-        "the",
-        "list",
-        "python",
-        "code",
-        "in",
-        "detail",
-        "short",
-        "story",
-        "about",
-        "why",
-        "how",
-    ]
     folder.mkdir()
     with (folder / data.MODEL_FILES["llama-3.1-8b"]).open("wb") as f:
         for i in range(n):
@@ -53,8 +35,8 @@ def _fake_castillo(folder: Path, n: int = 400) -> None:
             )
 
 
-def test_eval_writes_the_report(tiny_artifact: Path, tmp_path: Path) -> None:
-    _fake_castillo(tmp_path / "castillo")
+def test_eval_writes_the_report(tiny_artifact: Path, tmp_path: Path, vocab_words: list[str]) -> None:
+    _fake_castillo(tmp_path / "castillo", vocab_words)
     out = tmp_path / "bench"
     res = runner.invoke(
         app,
@@ -78,29 +60,15 @@ def test_eval_writes_the_report(tiny_artifact: Path, tmp_path: Path) -> None:
     assert (out / "tau_by_source.png").stat().st_size > 1000
 
 
-def test_refit_accepts_a_head_that_fits_logged_traffic(tiny_artifact: Path, tmp_path: Path) -> None:
+def test_refit_accepts_a_head_that_fits_logged_traffic(
+    tiny_artifact: Path, tmp_path: Path, vocab_words: list[str]
+) -> None:
     pred = LearnedPredictor.load(tiny_artifact)
     rng = np.random.default_rng(0)
-    words = [
-        "write",
-        "a",
-        "function",
-        "that",
-        "explain",
-        "the",
-        "list",
-        "python",
-        "code",
-        "in",
-        "detail",
-        "short",
-        "story",
-        "about",
-        "why",
-        "how",
-    ]
     log = FeatureLog()
-    reqs = [RequestFeatures(" ".join(rng.choice(words, int(rng.integers(2, 30)))), 5) for _ in range(600)]
+    reqs = [
+        RequestFeatures(" ".join(rng.choice(vocab_words, int(rng.integers(2, 30)))), 5) for _ in range(600)
+    ]
     z = pred.embed(reqs)
     # traffic whose length follows a direction the random head does not know
     direction = rng.normal(size=z.shape[1])
