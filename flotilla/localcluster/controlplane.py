@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import shutil
 import ssl
 from collections.abc import Sequence
@@ -26,7 +27,13 @@ from flotilla.localcluster import components, pki
 from flotilla.localcluster.binaries import Binaries
 from flotilla.localcluster.kubeconfig import render_kubeconfig, write_kubeconfig
 from flotilla.localcluster.nodeops import create_gpu_nodes, wait_default_service_account, wait_nodes_ready
-from flotilla.localcluster.nodes import H100, GpuNodeSpec, default_gpu_nodes
+from flotilla.localcluster.nodes import (
+    CLUSTER_BLOCK,
+    H100,
+    NODE_SUBNETS,
+    GpuNodeSpec,
+    default_gpu_nodes,
+)
 from flotilla.localcluster.ports import free_ports
 from flotilla.localcluster.process import ManagedProcess, ProcessFailed
 from flotilla.localcluster.readiness import wait_http_ok, wait_until
@@ -50,6 +57,9 @@ class ClusterConfig(BaseModel):
     node_monitor_grace_period_s: int = Field(default=40, ge=5)
     node_lease_duration_s: int = Field(default=40, ge=5)
     start_timeout_s: float = Field(default=90.0, gt=0)
+    # Which block of CLUSTER_BLOCK node subnets of 127.128.0.0/9 this cluster's nodes take; None
+    # picks one at random, so clusters started at the same time rarely share pod IPs.
+    pod_subnet_block: int | None = Field(default=None, ge=0, lt=NODE_SUBNETS // CLUSTER_BLOCK)
     # Whether the processes outlive this Python process (`flotilla cluster up`); otherwise they
     # are killed when it dies, however it dies.
     detached: bool = False
@@ -79,6 +89,10 @@ class LocalCluster:
         ports = components.Ports(*free_ports(len(fields(components.Ports))))
         self.layout = components.Layout(run_dir=run_dir, ports=ports, binaries=binaries)
         self.processes: dict[str, ManagedProcess] = {}
+        block = config.pod_subnet_block
+        if block is None:
+            block = random.SystemRandom().randrange(NODE_SUBNETS // CLUSTER_BLOCK)
+        self.first_node_subnet = block * CLUSTER_BLOCK
 
     # --- addresses -------------------------------------------------------------------------------
     @property
@@ -205,7 +219,7 @@ class LocalCluster:
         if not specs:
             return []
         async with await self.api_client() as api:
-            names = await create_gpu_nodes(api, specs)
+            names = await create_gpu_nodes(api, specs, first_index=self.first_node_subnet)
             await wait_nodes_ready(api, names, timeout_s=timeout_s, process=self.processes.get("kwok"))
         return names
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from flotilla.localcluster.nodes import (
     NODE_PREFIX,
+    NODE_SUBNETS,
     POD_NETWORK,
     GpuNodeSpec,
     gpu_node_manifest,
@@ -32,25 +33,37 @@ def _used_cidr_indices(pod_cidrs: Sequence[str | None]) -> set[int]:
     return used
 
 
-def free_cidr_indices(pod_cidrs: Sequence[str | None], count: int) -> list[int]:
-    """The `count` lowest node CIDR indices not used by any of `pod_cidrs`."""
+def free_cidr_indices(pod_cidrs: Sequence[str | None], count: int, *, first: int = 0) -> list[int]:
+    """The `count` node CIDR indices, from `first` upwards (wrapping), not used by any of `pod_cidrs`.
+
+    When some of `pod_cidrs` lie in the pod network, numbering continues from the lowest of them
+    rather than from `first`: a cluster keeps to the block its first nodes took, whoever adds more.
+    """
     used = _used_cidr_indices(pod_cidrs)
+    if count > NODE_SUBNETS - len(used):
+        raise ValueError(f"only {NODE_SUBNETS - len(used)} node subnets are free, {count} asked")
+    start = min(used) if used else first
     free: list[int] = []
-    index = 0
+    index = start
     while len(free) < count:
         if index not in used:
             free.append(index)
-        index += 1
+        index = (index + 1) % NODE_SUBNETS
     return free
 
 
-async def create_gpu_nodes(api: ApiClient, specs: Sequence[GpuNodeSpec]) -> list[str]:
-    """Create the nodes, each with a pod CIDR no existing node uses; returns their names."""
+async def create_gpu_nodes(
+    api: ApiClient, specs: Sequence[GpuNodeSpec], *, first_index: int = 0
+) -> list[str]:
+    """Create the nodes, each with a pod CIDR no existing node uses; returns their names.
+
+    `first_index` is where a cluster with no nodes yet starts numbering its node subnets.
+    """
     from kubernetes_asyncio.client import CoreV1Api
 
     core = CoreV1Api(api)
     existing = await core.list_node()
-    indices = free_cidr_indices([n.spec.pod_cidr for n in existing.items], len(specs))
+    indices = free_cidr_indices([n.spec.pod_cidr for n in existing.items], len(specs), first=first_index)
     for spec, index in zip(specs, indices, strict=True):
         # The client sends a plain dict as it is, which keeps the manifest (and its status) exact.
         manifest: Any = gpu_node_manifest(spec, node_pod_cidr(index))

@@ -8,6 +8,9 @@ fake nodes unless they tolerate it (as KWOK's documentation does).
 Each node gets its own pod CIDR inside 127.128.0.0/9. KWOK hands out pod IPs from the node's
 spec.podCIDR, and every 127.x.y.z address is local on Linux, so an engine process can bind the
 exact pod IP and port that Kubernetes reports: the data path needs no network set-up at all.
+Because those addresses are shared by every process on the machine, each cluster numbers its nodes
+from its own block of node subnets (`CLUSTER_BLOCK` of them), so engines of two clusters running at
+once (parallel test sessions, a demo beside the tests) never bind the same pod IP.
 """
 
 from __future__ import annotations
@@ -29,14 +32,17 @@ POD_FAIL_LABEL = "pod-container-running-failed.stage.kwok.x-k8s.io"
 
 POD_NETWORK = ipaddress.IPv4Network("127.128.0.0/9")
 NODE_PREFIX = 24
+NODE_SUBNETS = 2 ** (NODE_PREFIX - POD_NETWORK.prefixlen)
+# Node subnets reserved for one cluster's first nodes; a cluster with more nodes runs on into the
+# next block, which only matters if another cluster picked that block and both run engines there.
+CLUSTER_BLOCK = 256
 H100 = "NVIDIA-H100-80GB-HBM3"
 
 
 def node_pod_cidr(index: int) -> str:
     """The /24 of node number `index` inside POD_NETWORK (0 -> 127.128.0.0/24, 1 -> 127.128.1.0/24)."""
-    subnets = 2 ** (NODE_PREFIX - POD_NETWORK.prefixlen)
-    if not 0 <= index < subnets:
-        raise ValueError(f"node index {index} outside 0..{subnets - 1}")
+    if not 0 <= index < NODE_SUBNETS:
+        raise ValueError(f"node index {index} outside 0..{NODE_SUBNETS - 1}")
     network = int(POD_NETWORK.network_address) + (index << (32 - NODE_PREFIX))
     return f"{ipaddress.IPv4Address(network)}/{NODE_PREFIX}"
 

@@ -5,6 +5,7 @@ import pytest
 from flotilla.localcluster.nodeops import free_cidr_indices
 from flotilla.localcluster.nodes import (
     KWOK_MANAGE_SELECTOR,
+    NODE_SUBNETS,
     POD_NETWORK,
     GpuNodeSpec,
     default_gpu_nodes,
@@ -34,6 +35,16 @@ def test_free_cidr_indices_skips_used_and_foreign_cidrs() -> None:
     used = [node_pod_cidr(0), node_pod_cidr(2), None, "10.0.0.0/24", "127.0.0.0/24"]
     assert free_cidr_indices(used, 3) == [1, 3, 4]
     assert free_cidr_indices([], 0) == []
+
+
+def test_free_cidr_indices_start_at_the_clusters_block_and_keep_to_it() -> None:
+    assert free_cidr_indices([], 2, first=512) == [512, 513]
+    # Once the cluster has nodes, numbering continues from its block whatever `first` says.
+    assert free_cidr_indices([node_pod_cidr(512)], 2, first=0) == [513, 514]
+    last = NODE_SUBNETS - 1
+    assert free_cidr_indices([], 2, first=last) == [last, 0]
+    with pytest.raises(ValueError, match="node subnets are free"):
+        free_cidr_indices([], NODE_SUBNETS + 1)
 
 
 def test_gpu_node_manifest_carries_gpus_labels_kwok_marks_and_pod_cidr() -> None:
