@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo venv binaries lint typecheck pkgview unit e2e clean crds
+.PHONY: test demo venv binaries lint typecheck pkgview unit e2e clean crds soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -15,7 +15,7 @@ $(BIN)/python:
 
 # Reinstall only when the packaging changed: pip's editable install maps the component folders.
 $(STAMP): $(BIN)/python pyproject.toml setup.py
-	$(BIN)/pip install -q -e '.[test,predictor]'
+	$(BIN)/pip install -q -e '.[test,predictor,bench]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -51,6 +51,10 @@ test: venv binaries lint typecheck
 
 demo: venv binaries
 	$(BIN)/flotilla demo
+
+# 10 minutes of steady load with the operator working; writes benchmarks/reliability/soak.{md,png}.
+soak: venv binaries
+	FLOTILLA_SOAK_S=600 FLOTILLA_SOAK_REPORT=benchmarks/reliability $(BIN)/pytest e2e/soak -s $(PYTEST_ARGS)
 
 crds: venv
 	$(BIN)/python -m flotilla.api.crdgen --write

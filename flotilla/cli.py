@@ -9,6 +9,8 @@ from __future__ import annotations
 import typer
 
 from flotilla import __version__
+from flotilla.chaos import cli as chaos_cli
+from flotilla.loadgen import cli as live_cli
 from flotilla.localcluster import cli as cluster_cli
 from flotilla.localcluster import demo_cli
 from flotilla.operator import cli as operator_cli
@@ -16,6 +18,7 @@ from flotilla.placement import cli as placement_cli
 from flotilla.router import cli as router_cli
 from flotilla.router.predictor import cli as predictor_cli
 from flotilla.sim import cli as sim_cli
+from flotilla.sim import slicing_cli
 
 
 def _version(value: bool) -> None:
@@ -47,6 +50,9 @@ def build_app() -> typer.Typer:
     bench.add_typer(placement_cli.bench, name="placement")
     bench.add_typer(operator_cli.bench, name="operator", help="Operator convergence time and API cost.")
     bench.add_typer(sim_cli.app, name="sim", help="Routing policies compared in the fleet simulator.")
+    bench.add_typer(slicing_cli.app, name="slicing", help="Slice-level scheduling in the fleet simulator.")
+    bench.add_typer(live_cli.app, name="live", help="Routers compared on live engine processes.")
+    bench.command("chaos", help="Faults under load on the local control plane.")(chaos_cli.chaos)
     app.add_typer(bench, name="bench")
 
     app.command("demo")(demo_cli.demo)

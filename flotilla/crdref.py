@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,19 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--write", action="store_true", help="write the reference")
     mode.add_argument("--check", action="store_true", help="fail when the reference is stale")
     args = parser.parse_args(argv)
-    text = render()
-    if args.write:
-        args.path.parent.mkdir(parents=True, exist_ok=True)
-        args.path.write_text(text)
-        print(f"wrote {args.path}")
-        return 0
-    if args.check:
-        if not args.path.exists() or args.path.read_text() != text:
-            print(f"{args.path} is stale: run `make crds`", file=sys.stderr)
-            return 1
-        return 0
-    sys.stdout.write(text)
-    return 0
+    return crdgen.write_or_check(args.path, render(), write=args.write, check=args.check)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from flotilla.api import labels
+from flotilla.kube.config import load_configuration
 from flotilla.operator.cache import ClusterCache, FleetKey
 from flotilla.operator.config import OperatorConfig
 from flotilla.operator.controller import ERROR_RETRY_S, FleetController
@@ -108,21 +109,6 @@ def connection_info(api_config: Any) -> Any:
     )
 
 
-async def load_api_config(config: OperatorConfig) -> Any:
-    from kubernetes_asyncio import config as kconfig
-    from kubernetes_asyncio.client import Configuration
-
-    api_config = Configuration()
-    if config.kubeconfig is not None:
-        await kconfig.load_kube_config(config_file=str(config.kubeconfig), client_configuration=api_config)
-        return api_config
-    try:
-        kconfig.load_incluster_config(client_configuration=api_config)  # type: ignore[no-untyped-call]
-    except kconfig.ConfigException:
-        await kconfig.load_kube_config(client_configuration=api_config)
-    return api_config
-
-
 async def reconcile_once(rt: Runtime, key: FleetKey) -> float | None:
     """Reconcile one fleet, counting and timing it; returns when to reconcile it again."""
     rt.reconciles += 1
@@ -188,15 +174,16 @@ async def run_operator(
     import kopf
     from kubernetes_asyncio.client import ApiClient, CoordinationV1Api
 
+    from flotilla.metricsserver import serve_metrics
     from flotilla.operator.leader import LeaderElector
-    from flotilla.operator.metricsserver import serve_metrics
 
-    api_config = await load_api_config(config)
+    api_config = await load_configuration(config.kubeconfig)
     metrics = OperatorMetrics(CollectorRegistry())
     async with contextlib.AsyncExitStack() as stack:
         api = await stack.enter_async_context(ApiClient(configuration=api_config))
         if config.metrics_port is not None:
             # Served from the start: a standby replica reports leader 0 while it waits for the Lease.
+            # No /healthz here: Kopf's liveness endpoint stays Kopf's own, on its own port.
             port = await stack.enter_async_context(
                 serve_metrics(metrics.registry, config.metrics_host, config.metrics_port)
             )

@@ -7,10 +7,10 @@ outcome is written through to the cache, so the next reconcile sees it even befo
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,7 +19,7 @@ from flotilla.api import InferenceFleetSpec, InferenceFleetStatus
 from flotilla.operator.cache import ClusterCache, FleetKey
 from flotilla.operator.config import OperatorConfig
 from flotilla.operator.kubeclient import NotFoundError, Writer
-from flotilla.operator.observe import NodeState, observe_pod
+from flotilla.operator.observe import NodeState, observe_pod, rfc3339
 from flotilla.operator.plan import Create, Delete, FleetSnapshot, Patch, Plan, plan, rollout_bounds
 from flotilla.operator.render import FleetRef, mutable_metadata, render_pod, revision_of
 from flotilla.operator.status import compute_status
@@ -94,7 +94,7 @@ class FleetController:
             actions.creates = []
             actions.wake_in(ERROR_RETRY_S)
 
-        failed = await self._act(key, fleet, spec, revision, tier, actions)
+        failed, create_error = await self._act(key, fleet, spec, revision, tier, actions)
         if failed:
             actions.wake_in(ERROR_RETRY_S)
 
@@ -112,6 +112,7 @@ class FleetController:
             previous=previous,
             now=now,
             blocked=blocked,
+            create_error=create_error,
         )
         wire = status.to_wire()
         if previous is None or previous.to_wire() != wire:
@@ -130,9 +131,11 @@ class FleetController:
         revision: str,
         tier: int,
         actions: Plan,
-    ) -> int:
+    ) -> tuple[int, str | None]:
         """Carry out the plan, each kind of action concurrently; returns how many failed (the next
-        reconcile retries them). One Event per kind of action sums up what was done."""
+        reconcile retries them) and why the first create failed, if one did (the API server may
+        refuse every pod of a spec the CRD accepted: the fleet's status must say so). One Event per
+        kind of action sums up what was done."""
         namespace, name = key
         ref = FleetRef(namespace, name, fleet["metadata"]["uid"])
 
@@ -186,14 +189,15 @@ class FleetController:
                 "SuccessfulCreate",
                 f"Created pods (revision {revision}) " + ", ".join(done_creates),
             )
-        return failed
+        create_errors = [r for r in created if isinstance(r, BaseException)]
+        return failed, (_api_message(create_errors[0]) if create_errors else None)
 
     async def _delete(self, key: FleetKey, delete: Delete) -> None:
         namespace, _ = key
         existed = await self._writer.delete_pod(namespace, delete.name, force=delete.force)
         if existed and not delete.force:
-            when = datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            self._cache.mark_pod_deleting(key, delete.name, when)
+            # Stands until the watch brings the API server's stamp; the injected clock, as everywhere here.
+            self._cache.mark_pod_deleting(key, delete.name, rfc3339(self._clock()))
         else:
             self._cache.forget_pod(key, delete.name)
 
@@ -202,6 +206,15 @@ class FleetController:
             await self._writer.post_event(fleet, kind, reason, message)
         except Exception as exc:  # events are best effort
             log.debug("event %s not posted: %s", reason, exc)
+
+
+def _api_message(exc: BaseException) -> str:
+    """The API server's own words from a refused request (the `message` of its Status body)."""
+    body = getattr(exc, "body", None)
+    try:
+        return str(json.loads(body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(exc) or type(exc).__name__
 
 
 def _previous_status(fleet: dict[str, Any]) -> InferenceFleetStatus | None:

@@ -8,12 +8,14 @@ they feed the cache directly (write-through) without model conversions.
 from __future__ import annotations
 
 import json
-import uuid
+import time
 from collections import Counter
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from flotilla.api import labels
+from flotilla.kube.events import event_body
+from flotilla.operator.observe import rfc3339
 
 Obj = dict[str, Any]
 COMPONENT = "flotilla-operator"
@@ -39,10 +41,11 @@ class NotFoundError(Exception):
 class KubeWriter:
     """Writer over a kubernetes_asyncio ApiClient."""
 
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, clock: Callable[[], float] = time.time) -> None:
         from kubernetes_asyncio import client
 
         self._api = api_client
+        self._clock = clock
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
         self.requests: Counter[str] = Counter()
@@ -59,6 +62,15 @@ class KubeWriter:
                 raise NotFoundError(str(exc.reason)) from exc
             raise
         body = await resp.read()
+        if not 200 <= resp.status <= 299:
+            # Without preloading, the client hands back any status as a response: a refused write
+            # (422 invalid pod, 409 conflict) must not pass for success with a Status as the object.
+            self.requests[f"{verb}_failed"] += 1
+            if resp.status == 404:
+                raise NotFoundError(str(resp.reason))
+            error = ApiException(status=resp.status, reason=resp.reason)
+            error.body = body.decode(errors="replace")
+            raise error
         out: Obj = json.loads(body) if body else {}
         return out
 
@@ -109,30 +121,14 @@ class KubeWriter:
 
     async def post_event(self, fleet: Obj, kind: str, reason: str, message: str) -> None:
         meta = fleet.get("metadata") or {}
-        now = datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {
-                "name": f"{meta.get('name')}.{uuid.uuid4().hex[:16]}",
-                "namespace": meta.get("namespace"),
-            },
-            "involvedObject": {
-                "apiVersion": labels.API_VERSION,
-                "kind": labels.KIND,
-                "name": meta.get("name"),
-                "namespace": meta.get("namespace"),
-                "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": kind,
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": COMPONENT,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
+        now = rfc3339(self._clock())
+        involved = {
+            "apiVersion": labels.API_VERSION,
+            "kind": labels.KIND,
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
         }
+        event = event_body(involved, reason, message, event_type=kind, component=COMPONENT, now=now)
         await self._raw("create_event", self._core.create_namespaced_event, meta.get("namespace"), event)

@@ -9,7 +9,7 @@ benchmark's steady-state number) and "which replica acts" (leader).
 Event-driven numbers (reconciles, latency) are updated by the worker as it goes; state (fleets,
 replicas, queue depth, request counts) is read from the live objects at scrape time by a collector,
 so a deleted fleet's series vanish with it and nothing is counted twice. Scrapes run on the
-operator's event loop (see metricsserver), the same thread that mutates the cache: no locks.
+operator's event loop (see flotilla.metricsserver), the same thread that mutates the cache: no locks.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ same parsing serves watch events, API responses and test fixtures.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flotilla.api import labels
@@ -59,6 +59,11 @@ def parse_time(value: str | None) -> float | None:
     if not value:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def rfc3339(ts: float) -> str:
+    """The API server's timestamp format (whole seconds, UTC) for a Unix time; parse_time reads it."""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:

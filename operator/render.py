@@ -244,8 +244,9 @@ def mutable_metadata(
 
 
 def _label_value(value: str) -> str:
-    # Label values: at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends.
-    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in value)[:63]
+    # Label values: at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends (ASCII only: isalnum()
+    # alone lets "è" through, and the API server then refuses every pod of the fleet).
+    cleaned = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "-" for c in value)[:63]
     return cleaned.strip("-_.") or "model"
 
 

@@ -8,17 +8,12 @@ and the operator writes nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from flotilla.api import labels
 from flotilla.api.status import Condition, ConditionType, InferenceFleetStatus, InstanceStatus
-from flotilla.operator.observe import ObservedPod
+from flotilla.operator.observe import ObservedPod, rfc3339
 from flotilla.operator.plan import Plan
 from flotilla.operator.render import selector_string
-
-
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _instances(pods: Sequence[ObservedPod]) -> list[InstanceStatus]:
@@ -52,8 +47,11 @@ def compute_status(
     previous: InferenceFleetStatus | None,
     now: float,
     blocked: str | None = None,
+    create_error: str | None = None,
 ) -> InferenceFleetStatus:
-    """The status to write; `blocked` explains why the operator cannot act (e.g. unknown PriorityClass)."""
+    """The status to write; `blocked` explains why the operator cannot act (e.g. unknown PriorityClass),
+    `create_error` why the API server refused the fleet's pods (a spec the CRD accepts but a pod
+    cannot carry, such as a node selector value that is no label value)."""
     live = [p for p in pods if not p.deleting]
     ready = [p for p in live if p.ready]
     current = [p for p in live if p.revision == revision]
@@ -92,6 +90,8 @@ def compute_status(
 
     if blocked:
         conds["Degraded"] = (True, "Blocked", blocked)
+    elif create_error:
+        conds["Degraded"] = (True, "CreateFailed", f"pods cannot be created: {create_error}")
     elif lost:
         names = ", ".join(sorted(d.name for d in lost))
         conds["Degraded"] = (True, "NodeLost", f"replacing pods whose node is lost: {names}")
@@ -118,7 +118,7 @@ def compute_status(
     for kind, (ok, reason, message) in conds.items():
         value = "True" if ok else "False"
         before = prev.get(kind)
-        since = before.last_transition_time if before and before.status == value else _rfc3339(now)
+        since = before.last_transition_time if before and before.status == value else rfc3339(now)
         conditions.append(
             Condition(
                 type=kind,

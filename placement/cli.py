@@ -60,21 +60,15 @@ async def _serve(config: LoopConfig, kubeconfig: Path | None, metrics_host: str,
     import signal
 
     from kubernetes_asyncio import client
-    from kubernetes_asyncio import config as kube_config
     from prometheus_client import CollectorRegistry
 
+    from flotilla.kube.config import load_configuration
+    from flotilla.metricsserver import serve_metrics
     from flotilla.placement.clusterapi import KubeClusterApi
     from flotilla.placement.loop import PlacementLoop
-    from flotilla.placement.metricsserver import serve_metrics
     from flotilla.placement.telemetry import PlacementMetrics
 
-    if kubeconfig is not None:
-        await kube_config.load_kube_config(config_file=str(kubeconfig))
-    else:
-        try:
-            kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except kube_config.ConfigException:
-            await kube_config.load_kube_config()
+    api_config = await load_configuration(kubeconfig)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -82,10 +76,17 @@ async def _serve(config: LoopConfig, kubeconfig: Path | None, metrics_host: str,
     max_age = health_max_age_s(config)
     async with contextlib.AsyncExitStack() as stack:
         if metrics_port:
+            # The solve runs in a worker thread (asyncio.to_thread): a long solve never delays a probe.
             await stack.enter_async_context(
-                serve_metrics(metrics.registry, lambda: metrics.healthy(max_age), metrics_host, metrics_port)
+                serve_metrics(
+                    metrics.registry,
+                    metrics_host,
+                    metrics_port,
+                    healthy=lambda: metrics.healthy(max_age),
+                    unhealthy_text="no cycle ended recently\n",
+                )
             )
-        api = await stack.enter_async_context(client.ApiClient())
+        api = await stack.enter_async_context(client.ApiClient(configuration=api_config))
         await PlacementLoop(KubeClusterApi(api, config.scheduler_name), config, metrics=metrics).run(stop)
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from flotilla.api import labels as api
+from flotilla.kube.events import event_body
 
 COMPONENT = "flotilla-placement"
 
@@ -86,19 +87,9 @@ class KubeClusterApi:
     async def record_event(self, pod: str, reason: str, message: str, warning: bool) -> None:
         namespace, name = split(pod)
         now = datetime.now(UTC).isoformat()
-        body = {
-            "metadata": {"generateName": f"{name}.", "namespace": namespace},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": namespace},
-            "reason": reason,
-            "message": message,
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": COMPONENT,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        involved = {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": namespace}
+        kind = "Warning" if warning else "Normal"
+        body = event_body(involved, reason, message, event_type=kind, component=COMPONENT, now=now)
         await self._core.create_namespaced_event(namespace, body)
 
     async def mark_unschedulable(self, pod: str, message: str) -> None:

@@ -7,18 +7,25 @@ by a pluggable `WaitQueue` (`fcfs`, or `shortest_predicted_first` with aging), a
 dispatched the moment any instance frees a slot, with the policy choosing among the instances that
 have one (and, with `kv_usage_limit`, the KV memory to take it: `memory.py`). A full queue, or a
 wait longer than `max_wait_s`, is answered 429 with Retry-After.
+
+A request may arrive with a fallback length estimate and its learned prediction still being
+computed (`Estimate.late`: the router does not wait for predictions that cannot change a dispatch,
+nor past a deadline). When that prediction lands, a waiting request is re-keyed in its queue and a
+dispatched one has its instance's predicted tokens corrected (`Lease.revise`), so the accounting
+`predicted_load` and the KV check read is the learned one as soon as it exists.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flotilla.router.errors import ApiError
 from flotilla.router.instances import InstanceRecord, InstanceTable
@@ -33,6 +40,9 @@ from flotilla.router.policies import (
     Snapshot,
 )
 
+if TYPE_CHECKING:
+    from flotilla.router.prediction import Estimate
+
 Steer = Callable[[list[InstanceView]], list[InstanceView]]
 """Reorders the policy's ranking for one request (slice continuations prefer their instance)."""
 
@@ -45,6 +55,8 @@ class Waiter:
     seq: int
     steer: Steer | None = None
     future: asyncio.Future[Lease] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    lease: Lease | None = None
+    """The lease it was granted: a prediction landing after dispatch revises it."""
 
 
 class WaitQueue(Protocol):
@@ -58,6 +70,11 @@ class WaitQueue(Protocol):
     def push(self, waiter: Waiter, now: float) -> None: ...
 
     def remove(self, waiter: Waiter) -> None: ...
+
+    def rekey(self, waiter: Waiter) -> None:
+        """The waiter's features changed (its learned prediction landed): reorder it, keeping its
+        place in arrival order."""
+        ...
 
     def peek(self, now: float) -> Waiter | None: ...
 
@@ -78,6 +95,9 @@ class FcfsQueue:
 
     def remove(self, waiter: Waiter) -> None:
         self._items.pop(waiter, None)
+
+    def rekey(self, waiter: Waiter) -> None:
+        pass
 
     def peek(self, now: float) -> Waiter | None:
         return next(iter(self._items), None)
@@ -124,13 +144,29 @@ class Lease:
     on_release: Callable[[Lease], None]
     streamed: int = 0
     released: bool = False
+    prefill: int = 0
+    """Prompt tokens still counted in the instance's `pending_prefill` (until the first output)."""
 
     def progress(self, tokens: int) -> None:
         """The engine streamed `tokens` more output tokens: less work remains on the instance."""
+        if self.prefill:  # any streamed event comes after the prompt's prefill: it is done
+            self.record.pending_prefill -= self.prefill
+            self.prefill = 0
         before = max(0.0, self.predicted - self.streamed)
         self.streamed += tokens
         after = max(0.0, self.predicted - self.streamed)
         self.record.predicted_remaining -= before - after
+
+    def revise(self, predicted: float) -> None:
+        """The learned prediction landed after dispatch: replace the fallback in the accounting."""
+        if self.released:
+            return
+        remaining = max(0.0, predicted - self.streamed) - max(0.0, self.predicted - self.streamed)
+        self.record.predicted_remaining += remaining
+        tokens = self.features.prompt_tokens + int(predicted)
+        self.record.inflight_tokens += tokens - self.tokens
+        self.tokens, self.predicted = tokens, predicted
+        self.features = replace(self.features, predicted_output_tokens=predicted)
 
     def release(self) -> None:
         if self.released:
@@ -198,9 +234,34 @@ class Admission:
         queue = self._queues.get(model)
         return len(queue) if queue is not None else 0
 
+    def prediction_matters(self, features: RequestFeatures) -> bool:
+        """Whether waiting for this request's learned prediction could change its dispatch now: it
+        would be dispatched at once (no queue, a free slot) and its own prediction is read there,
+        by the KV check or by a policy that declares `uses_prediction = True` (none of the built-in
+        ones: `predicted_load` ranks by the instances' accounting, which `Lease.revise` corrects).
+        A queued request gets its prediction while it waits."""
+        model = features.model
+        if self.depth(model):
+            return False
+        records = self._table.routable(model)
+        if not any(r.has_capacity for r in records):
+            return False
+        if self._kv_limit is not None:
+            return True
+        return bool(getattr(self._policies.policy_for(model, records), "uses_prediction", False))
+
     async def acquire(
-        self, features: RequestFeatures, exclude: frozenset[str] = frozenset(), steer: Steer | None = None
+        self,
+        features: RequestFeatures,
+        exclude: frozenset[str] = frozenset(),
+        steer: Steer | None = None,
+        late: asyncio.Future[Estimate] | None = None,
     ) -> Lease:
+        """`late`: the learned prediction, when `features` carry a fallback (see the module doc)."""
+        if late is not None and late.done():
+            if not late.cancelled():
+                features = replace(features, predicted_output_tokens=late.result().tokens)
+            late = None
         model = features.model
         if model not in self._table.models():
             raise ApiError(404, f"The model `{model}` does not exist.", param="model")
@@ -210,6 +271,8 @@ class Admission:
             lease = self._dispatch(features, exclude, steer)
             if lease is not None:
                 self._metrics.queue_wait.labels(model).observe(0.0)
+                if late is not None:
+                    late.add_done_callback(functools.partial(_landed_on_lease, lease))
                 return lease
         if self.depth(model) >= self._max_queue:
             self._metrics.rejected.labels(model).inc()
@@ -220,6 +283,8 @@ class Admission:
             queue = self._queues[model] = self._queue_factory()
         queue.push(waiter, waiter.arrival)
         self._publish_depth(model)
+        if late is not None:
+            late.add_done_callback(lambda f: self._landed_on_waiter(waiter, f))
         try:
             async with asyncio.timeout(self._max_wait):
                 lease = await asyncio.shield(waiter.future)
@@ -244,6 +309,16 @@ class Admission:
         self._queues[waiter.features.model].remove(waiter)
         self._publish_depth(waiter.features.model)
 
+    def _landed_on_waiter(self, waiter: Waiter, late: asyncio.Future[Estimate]) -> None:
+        if late.cancelled():
+            return
+        tokens = late.result().tokens
+        if waiter.lease is not None:  # dispatched before the prediction landed
+            waiter.lease.revise(tokens)
+        elif not waiter.future.done():
+            waiter.features = replace(waiter.features, predicted_output_tokens=tokens)
+            self._queues[waiter.features.model].rekey(waiter)
+
     def pump(self, model: str | None = None) -> None:
         """Dispatch queued requests while instances have free slots."""
         for m in [model] if model is not None else list(self._queues):
@@ -256,6 +331,7 @@ class Admission:
                 if lease is None:
                     break
                 queue.pop(now)
+                waiter.lease = lease
                 waiter.future.set_result(lease)
             self._publish_depth(m)
 
@@ -286,16 +362,24 @@ class Admission:
         record.inflight += 1
         record.inflight_tokens += tokens
         record.predicted_remaining += predicted
+        record.pending_prefill += features.prompt_tokens
         self._metrics.inflight.labels(features.model, record.id).set(record.inflight)
-        return Lease(record, features, tokens, predicted, self._release)
+        return Lease(record, features, tokens, predicted, self._release, prefill=features.prompt_tokens)
 
     def _release(self, lease: Lease) -> None:
         r = lease.record
         r.inflight -= 1
         r.inflight_tokens -= lease.tokens
         r.predicted_remaining -= max(0.0, lease.predicted - lease.streamed)
+        r.pending_prefill -= lease.prefill
+        lease.prefill = 0
         self._metrics.inflight.labels(lease.features.model, r.id).set(r.inflight)
         self.pump(lease.features.model)
 
     def _publish_depth(self, model: str) -> None:
         self._metrics.queue_depth.labels(model).set(self.depth(model))
+
+
+def _landed_on_lease(lease: Lease, late: asyncio.Future[Estimate]) -> None:
+    if not late.cancelled():
+        lease.revise(late.result().tokens)

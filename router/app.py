@@ -77,6 +77,8 @@ class Router:
             loader=predictor_loader or default_loader(config.predictor_artifacts_dir),
             log_capacity=config.predictor_log_capacity,
             refit_interval_s=config.predictor_refit_interval_s,
+            deadline_s=config.predictor_deadline_s,
+            matters=self.admission.prediction_matters,
         )
         self.path = RequestPath(
             self.admission,
@@ -96,16 +98,19 @@ class Router:
                 max_attempts=config.max_attempts,
                 on_eject=self._ejected,
             ),
-            slice_tokens_of=self._slice_tokens,
+            slice_tokens_of=self.table.slice_tokens,
         )
         self.gate = Gate(config.auth or AuthConfig(mode="none"), max_body_bytes=config.max_body_bytes)
         self._created = int(time.time())
         self._tasks: list[asyncio.Task[None]] = []
+        self.discovered = False
+        """Whether discovery has delivered its first instance set (before it, no model is known)."""
 
     # ---- wiring ------------------------------------------------------------------------------
 
     def _on_discovery(self, specs: Sequence[InstanceSpec]) -> None:
         self.table.update(specs)
+        self.discovered = True
         refs: dict[str, str | None] = {}
         for spec in specs:
             refs[spec.model] = refs.get(spec.model) or spec.predictor
@@ -117,9 +122,6 @@ class Router:
         for model in self.table.models():
             self.metrics.routable.labels(model).set(len(self.table.routable(model)))
         self.admission.pump()
-
-    def _slice_tokens(self, model: str) -> int:
-        return max((r.spec.slice_tokens for r in self.table.of_model(model)), default=0)
 
     def _ejected(self, instance_id: str) -> None:
         self.metrics.ejections.labels(instance_id).inc()
@@ -154,10 +156,17 @@ class Router:
             finally:
                 await self.stop()
 
+        # A replica that has just started knows no instance yet: a retryable refusal, not a 404.
+        starting = ApiError(503, "the router is starting: instances not discovered yet", retry_after=1)
+
         async def completions(request: Request) -> Response:
+            if not self.discovered:
+                return starting.response()
             return await self.gate.serve(request, "completion", self.path.handle)
 
         async def chat(request: Request) -> Response:
+            if not self.discovered:
+                return starting.response()
             return await self.gate.serve(request, "chat", self.path.handle)
 
         async def models(request: Request) -> Response:

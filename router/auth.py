@@ -37,13 +37,16 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Message
 
+from flotilla.openaihttp import read_body
 from flotilla.router.config import ApiKeyEntry, AuthConfig
 from flotilla.router.errors import ApiError
-from flotilla.router.proxy import read_body
+from flotilla.router.usage import stream_usage_tokens, usage_tokens
 
 log = logging.getLogger("flotilla.router.auth")
 
-Handler = Callable[[Request, str], Awaitable[Response]]
+Handler = Callable[[Request, str, dict[str, Any] | None], Awaitable[Response]]
+"""The request path: the request, its kind, and its body as the gate decoded it (a JSON object), so
+that it is decoded once; None where the gate decoded nothing or no object (the path decodes it)."""
 
 
 class AuthError(ApiError):
@@ -168,7 +171,13 @@ class TokenBucket:
 
 
 def estimate_tokens(kind: str, body: dict[str, Any], assumed_max_tokens: int) -> int:
-    """Prompt tokens (chars / 4 of text, exact for token ids) + the completion tokens asked for."""
+    """Prompt tokens (chars / 4 of text, exact for token ids) + the completion tokens asked for.
+
+    Not `features.extract`'s prompt_tokens, on purpose: that one sizes one sequence for placement
+    (the first prompt of a batch, the text without JSON). This is a charge against a key's budget,
+    so it covers the whole request: every prompt of a batch, the messages' JSON (a rough stand-in
+    for the chat template's extra tokens), and `n` completions of `max_tokens` for either kind.
+    """
     prompt: Any = body.get("messages") if kind == "chat" else body.get("prompt")
     if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
         prompt_tokens = len(prompt)
@@ -180,15 +189,13 @@ def estimate_tokens(kind: str, body: dict[str, Any], assumed_max_tokens: int) ->
     return prompt_tokens + completion * (n if isinstance(n, int) and n > 0 else 1)
 
 
-def usage_tokens(payload: bytes) -> int | None:
-    """`usage.total_tokens` of an OpenAI body or stream chunk, if it has one."""
+def _decoded(raw: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object; None for anything else (the request path answers that 400)."""
     try:
-        usage = orjson.loads(payload).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return None
-    if isinstance(usage, dict) and isinstance(usage.get("total_tokens"), int):
-        return int(usage["total_tokens"])
-    return None
+    return body if isinstance(body, dict) else None
 
 
 def _bearer(request: Request) -> str | None:
@@ -290,17 +297,18 @@ class Gate:
 
     async def serve(self, request: Request, kind: str, handle: Handler) -> Response:
         if not self.enabled:
-            return await handle(request, kind)
+            return await handle(request, kind, None)
         rid = request.headers.get("x-request-id")
         try:
             key = self.authenticate(request)
             raw = await read_body(request, self._max_body)  # the request path's own bounded read
-            charge = self._admit(key, kind, raw)
+            body = _decoded(raw)
+            charge = self._admit(key, kind, body)
         except ApiError as e:
             return e.response(rid)
         forwarded = _replayed(request, raw)
         try:
-            response = await handle(forwarded, kind)
+            response = await handle(forwarded, kind, body)
         except BaseException:
             self._settle(key, charge, None)
             raise
@@ -310,17 +318,13 @@ class Gate:
         if isinstance(response, StreamingResponse):
             response.body_iterator = self._metered(response.body_iterator, key, charge)
             return response
-        self._settle(key, charge, usage_tokens(bytes(response.body)))
+        self._settle(key, charge, usage_tokens(bytes(response.body), "total_tokens"))
         return response
 
-    def _admit(self, key: ApiKey, kind: str, raw: bytes) -> int:
+    def _admit(self, key: ApiKey, kind: str, body: dict[str, Any] | None) -> int:
         """Check the model and take the estimate from the key's bucket; returns what was taken.
         A body the request path will refuse (bad JSON, no model) passes through uncharged."""
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return 0
-        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        if body is None or not isinstance(body.get("model"), str):
             return 0
         model = body["model"]
         if not key.allows(model):
@@ -362,9 +366,8 @@ class Gate:
         try:
             async for chunk in chunks:
                 data = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
-                for line in data.split(b"\n"):
-                    if line.startswith(b"data: {") and b'"usage"' in line:
-                        actual = usage_tokens(line[6:]) or actual
+                if (tokens := stream_usage_tokens(data, "total_tokens")) is not None:
+                    actual = tokens
                 yield chunk
         finally:
             self._settle(key, charge, actual)

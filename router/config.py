@@ -130,6 +130,10 @@ class RouterConfig(_Secretive):
     """Finished requests kept per model in the in-memory feature log (for refits)."""
     predictor_refit_interval_s: float | None = Field(default=None, gt=0)
     """Refit each learned predictor's head on its feature log this often (None: never in-router)."""
+    predictor_deadline_s: float = Field(default=0.005, ge=0)
+    """Longest a request waits for its learned length prediction, and only when it could change the
+    dispatch (KV check on, nothing queued); then it proceeds with a fallback estimate and the
+    accounting is corrected when the prediction lands."""
     seed: int | None = None
     """Seed of the tie-breaking random generator (None: from the OS, so replicas differ)."""
     auth: AuthConfig | None = None

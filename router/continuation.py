@@ -22,6 +22,7 @@ import orjson
 
 from flotilla.router.admission import Admission, Lease
 from flotilla.router.errors import ApiError
+from flotilla.router.failover import eject_for_retry
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import InstanceView, RequestFeatures
 from flotilla.router.slicing import (
@@ -240,13 +241,12 @@ class SliceRunner:
                 if finish is None:
                     raise EngineUnreachable("the engine closed the stream before finishing")
             except (EngineUnreachable, aiohttp.ClientError) as e:
-                record.eject()
-                self._on_eject(record.id)
-                tried.add(record.id)
+                eject_for_retry(
+                    record, tried, gen.features.model, metrics=self._metrics, on_eject=self._on_eject
+                )
                 failures += 1
                 failed_over = True
                 gen.current = None
-                self._metrics.retries.labels(gen.features.model).inc()
                 log.warning(
                     "engine lost mid-request, continuing elsewhere",
                     extra={

@@ -88,6 +88,8 @@ def extract(
     max_blocks: int = MAX_PREFIX_BLOCKS,
 ) -> RequestFeatures:
     prompt = prompt_of(kind, body) or ""
+    # One sequence's size, for placement and the predictor; `auth.estimate_tokens` charges a key
+    # for the whole request (every prompt of a batch, n completions) and stays separate for that.
     n_tokens = len(prompt) if isinstance(prompt, list) else int(len(prompt) / CHARS_PER_TOKEN) + 1
     max_tokens = body.get("max_completion_tokens") if kind == "chat" else None
     max_tokens = max_tokens if isinstance(max_tokens, int) else body.get("max_tokens")

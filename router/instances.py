@@ -51,6 +51,8 @@ class InstanceRecord:
     inflight: int = 0
     inflight_tokens: int = 0
     predicted_remaining: float = 0.0
+    pending_prefill: int = 0
+    """Prompt tokens of own requests with no first token yet (see InstanceView.pending_prefill_tokens)."""
     # Own accounting at the time of the last scrape, to correct the scrape by what changed since.
     inflight_at_scrape: int = 0
     tokens_at_scrape: int = 0
@@ -105,6 +107,7 @@ class InstanceRecord:
                 inflight=self.inflight,
                 inflight_tokens=self.inflight_tokens,
                 predicted_remaining_tokens=self.predicted_remaining,
+                pending_prefill_tokens=self.pending_prefill,
                 est_requests=float(self.inflight),
                 max_inflight=self.max_inflight,
             )
@@ -122,6 +125,7 @@ class InstanceRecord:
             inflight=self.inflight,
             inflight_tokens=self.inflight_tokens,
             predicted_remaining_tokens=self.predicted_remaining,
+            pending_prefill_tokens=self.pending_prefill,
             est_requests=est,
             est_kv_usage=min(1.0, max(0.0, kv)),
             max_inflight=self.max_inflight,
@@ -132,6 +136,7 @@ class InstanceTable:
     def __init__(self, *, default_max_inflight: int) -> None:
         self._default_max = default_max_inflight
         self._records: dict[str, InstanceRecord] = {}
+        self._slice_tokens: dict[str, int] = {}
 
     def update(self, specs: Iterable[InstanceSpec]) -> None:
         """Replace the instance set; kept instances keep their state (a changed url resets it)."""
@@ -146,6 +151,10 @@ class InstanceTable:
             else:
                 new[spec.id] = InstanceRecord(spec=spec, max_inflight=max_inflight)
         self._records = new
+        slice_tokens: dict[str, int] = {}
+        for spec in (r.spec for r in new.values()):
+            slice_tokens[spec.model] = max(slice_tokens.get(spec.model, 0), spec.slice_tokens)
+        self._slice_tokens = slice_tokens
 
     def all(self) -> list[InstanceRecord]:
         return list(self._records.values())
@@ -153,14 +162,16 @@ class InstanceTable:
     def get(self, instance_id: str) -> InstanceRecord | None:
         return self._records.get(instance_id)
 
+    def slice_tokens(self, model: str) -> int:
+        """The model's slice length (the largest its instances declare; 0: not sliced). Computed
+        when the instance set changes, not per request: every request asks."""
+        return self._slice_tokens.get(model, 0)
+
     def models(self) -> set[str]:
         return {r.spec.model for r in self._records.values()}
 
     def routable_models(self) -> set[str]:
         return {r.spec.model for r in self._records.values() if not r.ejected}
-
-    def of_model(self, model: str) -> list[InstanceRecord]:
-        return [r for r in self._records.values() if r.spec.model == model]
 
     def routable(self, model: str) -> list[InstanceRecord]:
         return [r for r in self._records.values() if r.spec.model == model and not r.ejected]

@@ -93,6 +93,12 @@ class RouterMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
             registry=registry,
         )
+        self.predictor_fallbacks = Counter(
+            "flotilla_router_predictor_fallbacks",
+            "Requests that went on with the fallback estimate, their learned prediction not yet in.",
+            ["model"],
+            registry=registry,
+        )
         self.slices = Counter(
             "flotilla_router_slices",
             "Engine calls made for sliced requests (one per slice), by where the slice ran.",

@@ -1,7 +1,8 @@
 """The output-length predictor seam used by admission accounting, queue order and `predicted_load`.
 
 The request path asks once per request, on arrival, for an `Estimate` and stores its tokens in
-`RequestFeatures.predicted_output_tokens`, where queue orders and policies read it; when the request
+`RequestFeatures.predicted_output_tokens`, where queue orders and policies read it (a learned
+prediction that was not waited for arrives later, through `Estimate.late`); when the request
 finishes it reports the real output length back (`observe`), which is how a learned predictor is
 judged (metrics) and refitted (feature log). `ProxyPredictor` is the always-available fallback: the
 prompt length, capped by `max_tokens`. `predictor_service.PredictorService` serves the learned
@@ -10,6 +11,7 @@ predictors of `flotilla.router.predictor`, one per model, chosen by the fleet's 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +25,10 @@ class Estimate:
     predictor: str = "proxy"
     features: Any = None
     """The learned head's input, kept for the feature log; None for predictors without one."""
+    late: asyncio.Future[Estimate] | None = None
+    """Set when the learned prediction was not waited for: `tokens` is then a fallback, and this
+    resolves with the learned estimate when it lands (or is cancelled if it fails). Admission
+    re-keys the waiting request or corrects its instance's accounting with it."""
 
 
 class LengthPredictor(Protocol):

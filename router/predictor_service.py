@@ -2,21 +2,32 @@
 
 Each model's fleet names an artifact (`spec.router.predictor.name`; `models.<m>.predictor` in a
 static config). The service loads it in a worker thread when discovery first reports it, wraps it in
-a `BatchingPredictor` (inference micro-batched off the event loop) and from then on answers that
-model's requests with the artifact's calibrated p50. Until then, or when loading fails (no artifact,
-a missing runtime such as `tokenizers`), the model is served by `ProxyPredictor` and the reason is
-logged once: the router always starts. Finished requests come back through `observe`: the ratio of
-predicted to actual length and a rolling Kendall's tau are exported (`flotilla_router_predictor_*`),
-and (features, actual length) go to the feature log that refits learn from.
+a `BatchingPredictor` (inference batched in a small thread pool off the event loop) and from then on
+answers that model's requests with the artifact's calibrated p50. Until then, or when loading fails
+(no artifact, a missing runtime such as `tokenizers`), the model is served by `ProxyPredictor` and
+the reason is logged once: the router always starts.
+
+A request never waits long for its prediction. The encoder costs 3-5 ms of CPU, so a burst of 16
+requests on two cores takes 25-80 ms to score: waiting for all of them would add that to every
+request. Instead a request waits only while the prediction can change where it goes (`matters`:
+it would be dispatched now, by a policy or KV check that reads the prediction), and then at most
+`deadline_s`; otherwise it proceeds at once with a fallback estimate (the model's recent mean
+prediction) and `Estimate.late` resolves with the learned one when it lands, for admission to
+re-key the waiting request or correct its instance's accounting. Identical prompts (retries,
+repeated evaluation prompts) are scored once: results and in-flight predictions are cached by a
+hash of the prompt. Finished requests come back through `observe`: the ratio of predicted to actual
+length and a rolling Kendall's tau are exported (`flotilla_router_predictor_*`), and (features,
+actual length) go to the feature log that refits learn from.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +41,17 @@ from flotilla.router.prediction import Estimate, ProxyPredictor
 from flotilla.router.predictor.metrics import kendall_tau_b
 
 if TYPE_CHECKING:
-    from flotilla.router.predictor import BatchingPredictor, FeatureLog, Predictor
+    from flotilla.router.predictor import BatchingPredictor, FeatureLog, Predicted, Predictor
 
 log = logging.getLogger("flotilla.router.predictor")
 
 Loader = Callable[[str], "Predictor"]
+Matters = Callable[[RequestFeatures], bool]
+"""Whether a request's prediction can change its dispatch right now (see `Admission`)."""
 TAU_WINDOW = 128
 TAU_EVERY = 16
+# Weight of each new prediction in the model's running mean (the fallback estimate): ~the last 50.
+MEAN_WEIGHT = 0.02
 
 
 def default_loader(root: str | None) -> Loader:
@@ -49,12 +64,18 @@ def default_loader(root: str | None) -> Loader:
     return load
 
 
+_CacheKey = tuple[bytes, int, int | None]
+
+
 @dataclass(eq=False)
 class _Slot:
     ref: str
     batcher: BatchingPredictor | None = None
     error: str | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Prompt hash -> its prediction, done or in flight (LRU): one scoring per distinct prompt.
+    cache: OrderedDict[_CacheKey, asyncio.Future[Predicted]] = field(default_factory=OrderedDict)
+    mean: float | None = None
 
 
 class PredictorService:
@@ -69,8 +90,16 @@ class PredictorService:
         log_capacity: int = 50_000,
         refit_interval_s: float | None = None,
         fallback: ProxyPredictor | None = None,
+        deadline_s: float = 0.005,
+        matters: Matters | None = None,
+        cache_entries: int = 2048,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`deadline_s`: the longest a request waits for its learned prediction when it `matters`
+        (None: every request waits up to the deadline); `cache_entries`: prompts remembered."""
+        self._deadline = deadline_s
+        self._matters = matters
+        self._cache_entries = cache_entries
         self._metrics = metrics
         self._loader = loader
         self._batching = dict(batching or {})
@@ -95,6 +124,13 @@ class PredictorService:
         if slot.error is not None:
             return f"failed: {slot.error}"
         return "loading" if slot.batcher is None else slot.batcher.predictor.name
+
+    async def ready(self, model: str) -> str:
+        """Wait until the model's predictor has loaded or failed; its `state`."""
+        slot = self._slots.get(model)
+        if slot is not None and slot.tasks:
+            await asyncio.wait(slot.tasks[:1])  # the load task
+        return self.state(model)
 
     def want(self, refs: Mapping[str, str | None]) -> None:
         """Discovery's model -> predictor names: load what is new or changed (a task per model)."""
@@ -179,18 +215,100 @@ class PredictorService:
         slot = self._slots.get(request.model)
         if slot is None or slot.batcher is None:
             return await self._fallback.estimate(request, text)
+        start = self._clock()
+        wait = self._worth_waiting(slot.batcher, request)  # judged on the backlog ahead of it
+        try:
+            fut = self._submit(slot, slot.batcher, request, text)
+        except Exception as e:  # e.g. closing: this request falls back, the next one tries again
+            return await self._failed(request, text, e)
+        if wait and not fut.done():
+            await asyncio.wait([fut], timeout=self._deadline)
+        self._metrics.predictor_seconds.labels(request.model).observe(self._clock() - start)
+        if fut.done():
+            error = asyncio.CancelledError() if fut.cancelled() else fut.exception()
+            if error is not None:
+                return await self._failed(request, text, error)
+            return self._learned(slot, request, fut.result())
+        # Not in time (or not needed now): go on with the fallback; the learned one follows.
+        late: asyncio.Future[Estimate] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(lambda f: self._land(slot, request, f, late))
+        self._metrics.predictor_fallbacks.labels(request.model).inc()
+        return Estimate(self._mean_guess(slot, request), "fallback", late=late)
+
+    def _worth_waiting(self, batcher: BatchingPredictor, request: RequestFeatures) -> bool:
+        """The prediction could change the dispatch, and could land within the deadline: waiting
+        behind a backlog (a burst, a loaded machine) would only end in the fallback, later."""
+        if self._matters is not None and not self._matters(request):
+            return False
+        return batcher.expected_wait_s() <= self._deadline
+
+    def _submit(
+        self, slot: _Slot, batcher: BatchingPredictor, request: RequestFeatures, text: str
+    ) -> asyncio.Future[Predicted]:
         from flotilla.router.predictor import RequestFeatures as PredictorInput
 
-        start = self._clock()
-        try:
-            got = await slot.batcher.predict(PredictorInput(text, request.prompt_tokens, request.max_tokens))
-        except Exception as e:  # a broken batch: this request falls back, the next one tries again
-            log.warning("length prediction failed", extra={"model": request.model, "error": repr(e)})
-            return await self._fallback.estimate(request, text)
-        self._metrics.predictor_seconds.labels(request.model).observe(self._clock() - start)
-        return Estimate(max(1.0, got.prediction.p50), got.predictor, got.features)
+        key = (
+            hashlib.blake2b(text.encode(), digest_size=16).digest(),
+            request.prompt_tokens,
+            request.max_tokens,
+        )
+        fut = slot.cache.get(key)
+        if fut is not None and not (
+            fut.done()
+            and (
+                fut.cancelled()
+                or fut.exception() is not None
+                or fut.result().predictor != batcher.predictor.name
+            )
+        ):
+            slot.cache.move_to_end(key)
+            return fut
+        fut = batcher.submit(PredictorInput(text, request.prompt_tokens, request.max_tokens))
+        slot.cache[key] = fut
+        if len(slot.cache) > self._cache_entries:
+            slot.cache.popitem(last=False)
+        return fut
+
+    def _learned(self, slot: _Slot, request: RequestFeatures, got: Predicted) -> Estimate:
+        tokens = max(1.0, got.prediction.p50)
+        slot.mean = tokens if slot.mean is None else slot.mean + MEAN_WEIGHT * (tokens - slot.mean)
+        return Estimate(tokens, got.predictor, got.features)
+
+    def _land(
+        self,
+        slot: _Slot,
+        request: RequestFeatures,
+        fut: asyncio.Future[Predicted],
+        late: asyncio.Future[Estimate],
+    ) -> None:
+        if late.done():
+            return
+        if fut.cancelled() or fut.exception() is not None:
+            late.cancel()  # the fallback stands; nothing to correct
+            return
+        late.set_result(self._learned(slot, request, fut.result()))
+
+    def _mean_guess(self, slot: _Slot, request: RequestFeatures) -> float:
+        """The fallback: the model's recent mean prediction (a neutral rank, an unbiased load), or
+        the prompt-length proxy before the first prediction; capped by max_tokens."""
+        if slot.mean is None:
+            return self._fallback.guess(request)
+        cap = request.max_tokens if request.max_tokens is not None else slot.mean
+        return max(1.0, min(cap, slot.mean))
+
+    async def _failed(self, request: RequestFeatures, text: str, e: BaseException) -> Estimate:
+        log.warning("length prediction failed", extra={"model": request.model, "error": repr(e)})
+        return await self._fallback.estimate(request, text)
 
     def observe(self, request: RequestFeatures, estimate: Estimate, output_tokens: int) -> None:
+        late = estimate.late
+        if late is not None:  # judge (and log) the learned prediction: now, or when it lands
+            if not late.done():
+                late.add_done_callback(lambda f: self.observe(request, estimate, output_tokens))
+                return
+            if late.cancelled():
+                return
+            estimate = late.result()
         model = request.model
         if output_tokens > 0:
             self._metrics.predictor_ratio.labels(model).observe(estimate.tokens / output_tokens)

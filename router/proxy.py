@@ -22,16 +22,19 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from flotilla.openaihttp import read_body, wait_disconnect
 from flotilla.router.admission import Admission, Lease
 from flotilla.router.continuation import SliceRunner
 from flotilla.router.errors import ApiError
+from flotilla.router.failover import eject_for_retry
 from flotilla.router.features import extract, prompt_text
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import RequestFeatures
 from flotilla.router.prediction import Estimate, LengthPredictor
-from flotilla.router.sliced_path import serve_sliced, wait_disconnect
+from flotilla.router.sliced_path import serve_sliced
 from flotilla.router.slicing import unsliceable_reason
 from flotilla.router.upstream import EngineUnreachable, Upstream, UpstreamResponse
+from flotilla.router.usage import stream_usage_tokens, usage_tokens
 
 log = logging.getLogger("flotilla.router.request")
 
@@ -63,37 +66,15 @@ class EngineReply:
     first_byte_at: float = 0.0
 
 
-BODY_READ_TIMEOUT_S = 30.0
-
-
-async def read_body(request: Request, limit: int, timeout_s: float = BODY_READ_TIMEOUT_S) -> bytes:
-    """The request body, bounded in size and in time.
-
-    The time bound matters because neither uvicorn nor the request timeout (which starts once the
-    body is in) stops a client that sends part of a body and then holds the connection open.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body larger than {limit} bytes")
-    parts: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise ApiError(413, f"request body larger than {limit} bytes")
-                parts.append(chunk)
-    except TimeoutError:
-        raise ApiError(408, f"request body not received within {timeout_s:g} s") from None
-    return b"".join(parts)
-
-
-def parse_body(raw: bytes) -> tuple[dict[str, Any], str]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise ApiError(400, f"invalid JSON body: {e}") from None
+def parse_body(raw: bytes, decoded: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+    """The body's JSON object and model; `decoded`: that object, already decoded from `raw` by
+    the auth gate (then `raw` is not decoded again)."""
+    body: Any = decoded
+    if body is None:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise ApiError(400, f"invalid JSON body: {e}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     model = body.get("model")
@@ -134,12 +115,12 @@ class RequestPath:
         self._on_eject = on_eject
         self._clock = clock
 
-    async def handle(self, request: Request, kind: str) -> Response:
+    async def handle(self, request: Request, kind: str, decoded: dict[str, Any] | None) -> Response:
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         call = _Call(rid, self._clock())
         try:
             raw = await read_body(request, self._max_body)
-            body, call.model = parse_body(raw)
+            body, call.model = parse_body(raw, decoded)
             features = extract(kind, body, call.model, block_chars=self._block_chars)
             call.estimate = await self._predictor.estimate(features, prompt_text(kind, body))
             call.features = replace(features, predicted_output_tokens=call.estimate.tokens)
@@ -186,7 +167,8 @@ class RequestPath:
         out_headers = {"x-request-id": rid}
         if reply.stream is None:
             reply.lease.release()
-            self._finish(call, reply.status, reply.lease, output_tokens=_usage_tokens(reply.body))
+            tokens = usage_tokens(reply.body, "completion_tokens")
+            self._finish(call, reply.status, reply.lease, output_tokens=tokens)
             return Response(
                 reply.body, status_code=reply.status, media_type=reply.content_type, headers=out_headers
             )
@@ -243,7 +225,8 @@ class RequestPath:
         tried: set[str] = set()
         last_error = ""
         for attempt in range(self._max_attempts):
-            lease = await self._admission.acquire(features, frozenset(tried))
+            late = call.estimate.late if call.estimate is not None else None
+            lease = await self._admission.acquire(features, frozenset(tried), late=late)
             record = lease.record
             resp: UpstreamResponse | None = None
             try:
@@ -271,11 +254,8 @@ class RequestPath:
                 if resp is not None:
                     resp.abort()
                 lease.release()
-                record.eject()
-                self._on_eject(record.id)
-                tried.add(record.id)
+                eject_for_retry(record, tried, features.model, metrics=self._metrics, on_eject=self._on_eject)
                 last_error = f"{record.id}: {e}"
-                self._metrics.retries.labels(features.model).inc()
                 log.warning(
                     "engine unreachable, retrying elsewhere",
                     extra={
@@ -308,8 +288,8 @@ class RequestPath:
                     async for chunk in reply.chunks:
                         # vLLM streams one token per event: events are the progress measure.
                         lease.progress(chunk.count(b"data: "))
-                        if b'"completion_tokens"' in chunk:  # the usage chunk (include_usage)
-                            usage = _stream_usage_tokens(chunk)
+                        if (tokens := stream_usage_tokens(chunk, "completion_tokens")) is not None:
+                            usage = tokens  # the usage chunk (include_usage)
                         yield chunk
             except (aiohttp.ClientError, TimeoutError) as e:
                 status, error = (504, "timeout") if isinstance(e, TimeoutError) else (502, repr(e))
@@ -357,20 +337,3 @@ class RequestPath:
                 "error": error,
             },
         )
-
-
-def _usage_tokens(body: bytes) -> int | None:
-    """`usage.completion_tokens` of a JSON answer, None when absent or not JSON."""
-    try:
-        usage = orjson.loads(body).get("usage") or {}
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    return tokens if isinstance(tokens, int) else None
-
-
-def _stream_usage_tokens(chunk: bytes) -> int | None:
-    for line in chunk.split(b"\n"):
-        if line.startswith(b"data: {") and b'"completion_tokens"' in line:
-            return _usage_tokens(line[6:])
-    return None

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from flotilla.openaihttp import wait_disconnect
 from flotilla.router.admission import Lease
 from flotilla.router.continuation import Piece, SliceFailed, SliceRunner
 from flotilla.router.errors import ApiError
@@ -25,12 +26,6 @@ from flotilla.router.slice_output import SliceOutput
 T = TypeVar("T")
 # finish(status, error, output_tokens, last lease, time of the first output)
 Finish = Callable[[int, str | None, int | None, Lease | None, float | None], None]
-
-
-async def wait_disconnect(request: Request) -> None:
-    """Returns when the client has gone away (its connection closed)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 async def _guarded(request: Request, aw: Awaitable[T], deadline_s: float) -> T:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from flotilla.api import labels
+from flotilla.kube.config import load_configuration
 from flotilla.localcluster.binaries import find_repo_root
 from flotilla.localcluster.controlplane import LocalCluster
 from flotilla.localcluster.readiness import wait_until
@@ -38,11 +39,9 @@ CHART = find_repo_root(Path(__file__).resolve()) / "helm" / "flotilla"
 
 @contextlib.asynccontextmanager
 async def client_of(kubeconfig: Path) -> AsyncIterator[Any]:
-    from kubernetes_asyncio import client, config
+    from kubernetes_asyncio import client
 
-    cfg = client.Configuration()
-    await config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
-    async with client.ApiClient(configuration=cfg) as api:
+    async with client.ApiClient(configuration=await load_configuration(kubeconfig)) as api:
         yield api
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -10,15 +9,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from flotilla.localcluster.ports import free_port
 from flotilla.localcluster.readiness import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -32,7 +26,7 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_metrics_follow_a_fleet(
     operator_factory: Callable[[str], Any], binder: Any, fleets: Any, namespace: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     operator = operator_factory("op")
     operator.extra = [f"--metrics-port={port}", "--metrics-host=127.0.0.1"]
     operator.start()

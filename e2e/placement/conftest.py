@@ -2,6 +2,8 @@
 
 - `placement`: the placement loop running in the test's process (2 CP-SAT workers: the machine is
   shared), stopped afterwards; yields its `PlacementMetrics`.
+- `fleet_pod`: `fleet_pod(name, fleet, gpus, tier, node_selector)`, the manifest of a bare fleet
+  pod for flotilla's scheduler, kept to the nodes `node_selector` picks (a test's own nodes).
 - `crd`, `operator`, `operator_factory`, `fleets`: reused from e2e/operator/conftest.py. A conftest's
   fixtures only reach tests below its folder, and test folders are not packages, so they are loaded
   from their file and re-exported here rather than copied: the placement tests run the operator
@@ -14,7 +16,7 @@ import asyncio
 import contextlib
 import importlib.util
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,6 +24,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from flotilla.api import labels
+from flotilla.localcluster.nodes import KWOK_TOLERATION
 from flotilla.placement.clusterapi import KubeClusterApi
 from flotilla.placement.loop import LoopConfig, PlacementLoop
 from flotilla.placement.telemetry import PlacementMetrics
@@ -59,3 +63,37 @@ async def placement(api: Any) -> AsyncIterator[PlacementMetrics]:
     stop.set()
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(task, 15)
+
+
+def _fleet_pod(name: str, fleet: str, gpus: int, tier: int, node_selector: dict[str, str]) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "labels": {
+                labels.LABEL_FLEET: fleet,
+                labels.LABEL_TIER: str(tier),
+                labels.LABEL_MANAGED_BY: labels.MANAGED_BY,
+            },
+        },
+        "spec": {
+            "schedulerName": labels.SCHEDULER_NAME,
+            "nodeSelector": node_selector,
+            "tolerations": [KWOK_TOLERATION],
+            "containers": [
+                {
+                    "name": "engine",
+                    "image": "engine",
+                    "resources": {
+                        "requests": {"cpu": "1", "memory": "1Gi", labels.GPU_RESOURCE: str(gpus)},
+                        "limits": {labels.GPU_RESOURCE: str(gpus)},
+                    },
+                }
+            ],
+        },
+    }
+
+
+@pytest.fixture
+def fleet_pod() -> Callable[[str, str, int, int, dict[str, str]], dict[str, Any]]:
+    """The manifest of a bare fleet pod for flotilla's scheduler, on the nodes a selector picks."""
+    return _fleet_pod

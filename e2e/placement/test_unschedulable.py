@@ -6,29 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from flotilla.api import labels as api_labels
-from flotilla.localcluster.nodes import KWOK_TOLERATION
-from flotilla.placement.clusterapi import KubeClusterApi
-from flotilla.placement.loop import LoopConfig, PlacementLoop
+from flotilla.localcluster.readiness import wait_until
+from flotilla.placement.telemetry import PlacementMetrics
 
 pytestmark = pytest.mark.e2e
 
 POOL = "flotilla.dev/e2e-pool"
-
-
-@pytest.fixture
-async def running_loop(api: Any) -> AsyncIterator[PlacementLoop]:
-    loop = PlacementLoop(KubeClusterApi(api), LoopConfig(budget_s=1.0, batch_window_s=0.2, resync_s=0.5))
-    stop = asyncio.Event()
-    task = asyncio.create_task(loop.run(stop))
-    yield loop
-    stop.set()
-    await asyncio.wait_for(task, 10)
+FleetPod = Callable[[str, str, int, int, dict[str, str]], dict[str, Any]]
 
 
 async def _scheduled(api: Any, namespace: str, name: str) -> Any:
@@ -38,56 +27,21 @@ async def _scheduled(api: Any, namespace: str, name: str) -> Any:
     return next((c for c in pod.status.conditions or [] if c.type == "PodScheduled"), None), pod
 
 
-async def _eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.2)
-
-
-def _pod(name: str, gpus: int, pool: str) -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": name,
-            "labels": {
-                api_labels.LABEL_FLEET: "wide",
-                api_labels.LABEL_TIER: "0",
-                api_labels.LABEL_MANAGED_BY: api_labels.MANAGED_BY,
-            },
-        },
-        "spec": {
-            "schedulerName": api_labels.SCHEDULER_NAME,
-            "nodeSelector": {POOL: pool},
-            "tolerations": [KWOK_TOLERATION],
-            "containers": [
-                {
-                    "name": "engine",
-                    "image": "engine",
-                    "resources": {
-                        "requests": {"cpu": "1", "memory": "1Gi", api_labels.GPU_RESOURCE: str(gpus)},
-                        "limits": {api_labels.GPU_RESOURCE: str(gpus)},
-                    },
-                }
-            ],
-        },
-    }
-
-
+@pytest.mark.usefixtures("placement")
 async def test_unplaceable_pod_is_marked_then_bound_when_capacity_appears(
-    api: Any, namespace: str, gpu_nodes: Callable[..., Awaitable[list[str]]], running_loop: PlacementLoop
+    api: Any, namespace: str, gpu_nodes: Callable[..., Awaitable[list[str]]], fleet_pod: FleetPod
 ) -> None:
     from kubernetes_asyncio.client import CoreV1Api
 
     pool = uuid.uuid4().hex[:8]
     await gpu_nodes(1, gpus=4, labels={POOL: pool})
-    await CoreV1Api(api).create_namespaced_pod(namespace, _pod("wide-0", 8, pool))
+    await CoreV1Api(api).create_namespaced_pod(namespace, fleet_pod("wide-0", "wide", 8, 0, {POOL: pool}))
 
     async def marked() -> bool:
         cond, _ = await _scheduled(api, namespace, "wide-0")
         return cond is not None and cond.status == "False"
 
-    await _eventually(marked)
+    await wait_until(marked, timeout_s=30, what="wide-0 marked PodScheduled=False")
     cond, pod = await _scheduled(api, namespace, "wide-0")
     assert cond.reason == "Unschedulable" and cond.message
     assert pod.spec.node_name is None
@@ -100,12 +54,12 @@ async def test_unplaceable_pod_is_marked_then_bound_when_capacity_appears(
         cond, pod = await _scheduled(api, namespace, "wide-0")
         return pod.spec.node_name == big and cond is not None and cond.status == "True"
 
-    await _eventually(bound)
+    await wait_until(bound, timeout_s=30, what="wide-0 bound to the 8-GPU node")
 
 
 async def test_fleet_unschedulable_condition_has_one_writer(  # noqa: PLR0917
     operator: Any,
-    placement: Any,
+    placement: PlacementMetrics,
     fleets: Any,
     api: Any,
     namespace: str,
@@ -126,7 +80,7 @@ async def test_fleet_unschedulable_condition_has_one_writer(  # noqa: PLR0917
     async def reported() -> bool:
         return (await condition()).get("status") == "True"
 
-    await _eventually(reported, timeout_s=60)
+    await wait_until(reported, timeout_s=60, what="the fleet's Unschedulable=True")
     first = await condition()
     (pod,) = (await CoreV1Api(api).list_namespaced_pod(namespace)).items
     why = next(c.message for c in pod.status.conditions if c.type == "PodScheduled")
@@ -143,4 +97,4 @@ async def test_fleet_unschedulable_condition_has_one_writer(  # noqa: PLR0917
     async def cleared() -> bool:
         return (await condition()).get("status") == "False"
 
-    await _eventually(cleared, timeout_s=30)
+    await wait_until(cleared, timeout_s=30, what="the fleet's Unschedulable=False")

@@ -145,16 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--write", action="store_true", help="write the CRD file")
     mode.add_argument("--check", action="store_true", help="fail when the CRD file is stale")
     args = parser.parse_args(argv)
-    text = render()
-    target: Path = args.out_dir / CRD_FILENAME
-    if args.write:
+    return write_or_check(args.out_dir / CRD_FILENAME, render(), write=args.write, check=args.check)
+
+
+def write_or_check(target: Path, text: str, *, write: bool, check: bool) -> int:
+    """A generated file's command: write it, check it is fresh (1 when stale), or print it.
+
+    The CRD and the docs made from it (flotilla.crdref) are kept fresh the same way: `make crds`.
+    """
+    if write:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         print(f"wrote {target}")
         return 0
-    if args.check:
-        current = target.read_text() if target.exists() else ""
-        if current != text:
+    if check:
+        if not target.exists() or target.read_text() != text:
             print(f"{target} is stale: run `make crds`", file=sys.stderr)
             return 1
         return 0

@@ -9,23 +9,43 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.config import JsonDict
 
 from flotilla.api.base import ApiModel
 
 DEFAULT_ENGINE_IMAGE = "vllm/vllm-openai:v0.11.0"
 
-# Kubernetes resource.Quantity, as the core API's OpenAPI spells it.
+# Kubernetes resource.Quantity as the core API's OpenAPI spells it, less the minus sign (see Quantity).
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
-Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)] | int
+
+
+def _int64(value: int) -> int:
+    if not -(2**63) <= value < 2**63:
+        raise ValueError("must fit in a 64-bit integer")
+    return value
+
+
+# JSON integers the API server can hold: it decodes larger ones as floats and refuses them. Not a
+# schema bound: the server reads minimum/maximum as floats, and 2**63 - 1 overflows to -2**63.
+Int64 = Annotated[int, AfterValidator(_int64)]
+# Without the sign: every quantity here is a size or a request, which pods refuse below zero.
+Quantity = (
+    Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
+    | Annotated[int, Field(ge=0), AfterValidator(_int64)]
+)
 # A count or a percentage of spec.replicas, as in a Deployment's rolling update.
 IntOrPercent = Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=r"^[0-9]+%$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
+# What a pod accepts as a label value and a PriorityClass name: the CRD refuses anything else up
+# front, rather than the API server refusing every pod the operator creates for the fleet.
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN, max_length=63)]
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 Arg = Annotated[str, StringConstraints(max_length=4096)]
 
 # Flags the operator derives from typed fields; passing them in extraArgs would contradict the spec.
@@ -108,6 +128,12 @@ class EnvVarSource(ApiModel):
     config_map_key_ref: SecretKeySelector | None = None
     """A key of a ConfigMap."""
 
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVarSource:
+        if (self.secret_key_ref is None) == (self.config_map_key_ref is None):
+            raise ValueError("exactly one of secretKeyRef and configMapKeyRef must be set")
+        return self
+
 
 class EnvVar(ApiModel):
     """An environment variable of the engine container."""
@@ -126,6 +152,12 @@ class EnvVar(ApiModel):
     """Literal value."""
     value_from: EnvVarSource | None = None
     """Value read from a Secret or ConfigMap."""
+
+    @model_validator(mode="after")
+    def _value_or_source(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("value and valueFrom are exclusive")
+        return self
 
 
 class ModelCacheSpec(ApiModel):
@@ -151,6 +183,12 @@ class ModelCacheSpec(ApiModel):
     """Where the cache is mounted in the engine container."""
     read_only: bool = False
     """Mount the claim read-only (weights pre-populated by another job)."""
+
+    @model_validator(mode="after")
+    def _size_limit_for_empty_dir(self) -> ModelCacheSpec:
+        if self.claim_name is not None and self.size_limit is not None:
+            raise ValueError("sizeLimit applies to the emptyDir cache only; omit it with claimName")
+        return self
 
 
 class EngineSpec(ApiModel):
@@ -205,13 +243,22 @@ class EngineSpec(ApiModel):
     startup_timeout_seconds: Annotated[int, Field(ge=10, le=86_400)] = 1800
     """How long an engine may take to load its model before it is restarted."""
 
+    @model_validator(mode="after")
+    def _batch_fits_seqs(self) -> EngineSpec:
+        seqs, tokens = self.max_num_seqs, self.max_num_batched_tokens
+        if seqs is not None and tokens is not None and tokens < seqs:
+            raise ValueError("maxNumBatchedTokens must be at least maxNumSeqs")
+        return self
+
 
 class ResourcesSpec(ApiModel):
     """What one replica needs."""
 
     gpus: Annotated[int, Field(ge=0, le=64)] = 1
     """GPUs per replica (the nvidia.com/gpu limit); a multiple of engine.tensorParallelSize."""
-    gpu_product: Annotated[str, StringConstraints(min_length=1, max_length=63)] | None = None
+    gpu_product: (
+        Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=LABEL_VALUE_PATTERN)] | None
+    ) = None
     """Required GPU model, matched against the node label nvidia.com/gpu.product."""
     cpu: Quantity | None = None
     """CPU request (and limit) of the engine container."""
@@ -238,8 +285,14 @@ class PrioritySpec(ApiModel):
 
     tier: Annotated[int, Field(ge=0, le=1_000_000_000)] | None = None
     """Priority tier, larger is more important; the placement solver may preempt lower tiers."""
-    class_name: Name | None = None
+    class_name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)] | None = None
     """A PriorityClass: set on the pods, and its value is used as the tier."""
+
+    @model_validator(mode="after")
+    def _tier_or_class(self) -> PrioritySpec:
+        if self.tier is not None and self.class_name is not None:
+            raise ValueError("set either tier or className, not both")
+        return self
 
 
 class PlacementSpec(ApiModel):
@@ -304,6 +357,29 @@ class RolloutSpec(ApiModel):
 class Toleration(ApiModel):
     """A toleration added to the fleet's pods."""
 
+    # The pod's own rules, so that the CRD refuses what every pod of the fleet would be refused for.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.operator == 'Exists' || (has(self.key) && self.key != '')",
+                    "key is required with operator Equal",
+                    ".key",
+                ),
+                _cel(
+                    "self.operator != 'Exists' || !has(self.value) || self.value == ''",
+                    "value must be empty with operator Exists",
+                    ".value",
+                ),
+                _cel(
+                    "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+                    "tolerationSeconds needs effect NoExecute",
+                    ".effect",
+                ),
+            ]
+        }
+    )
+
     key: Annotated[str, StringConstraints(max_length=317)] | None = None
     """Taint key; empty with operator Exists matches every taint."""
     operator: Literal["Exists", "Equal"] = "Equal"
@@ -312,8 +388,18 @@ class Toleration(ApiModel):
     """Taint value for Equal."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """Taint effect to match; omitted matches all."""
-    toleration_seconds: int | None = None
+    toleration_seconds: Int64 | None = None
     """For NoExecute: how long the pod stays bound after the taint appears."""
+
+    @model_validator(mode="after")
+    def _as_pods_require(self) -> Toleration:
+        if self.operator == "Equal" and not self.key:
+            raise ValueError("key is required with operator Equal")
+        if self.operator == "Exists" and self.value:
+            raise ValueError("value must be empty with operator Exists")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds needs effect NoExecute")
+        return self
 
 
 class InferenceFleetSpec(ApiModel):
@@ -381,11 +467,9 @@ class InferenceFleetSpec(ApiModel):
     """Bounds of rolling updates."""
     tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
     """Extra tolerations of the fleet's pods."""
-    node_selector: dict[str, Annotated[str, StringConstraints(max_length=63)]] = {}
+    node_selector: dict[str, LabelValue] = {}
     """Extra node labels the fleet's pods require."""
-    pod_labels: Annotated[
-        dict[str, Annotated[str, StringConstraints(max_length=63)]], Field(max_length=64)
-    ] = {}
+    pod_labels: Annotated[dict[str, LabelValue], Field(max_length=64)] = {}
     """Extra labels of the fleet's pods (keys under flotilla.dev/ are reserved); updated in place."""
     pod_annotations: Annotated[
         dict[str, Annotated[str, StringConstraints(max_length=4096)]], Field(max_length=64)
@@ -399,6 +483,14 @@ class InferenceFleetSpec(ApiModel):
             raise ValueError("minReplicas must not exceed replicas")
         if self.max_replicas is not None and self.replicas > self.max_replicas:
             raise ValueError("replicas must not exceed maxReplicas")
+        low, high = self.min_replicas, self.max_replicas
+        if low is not None and high is not None and low > high:
+            raise ValueError("minReplicas must not exceed maxReplicas")
+        if self.resources.gpu_product is not None and self.resources.gpus == 0:
+            raise ValueError("resources.gpuProduct needs resources.gpus > 0")
+        # On the spec, not RolloutSpec: the planner still copes with a bare RolloutSpec(0, 0).
+        if self.rollout.max_surge in (0, "0%") and self.rollout.max_unavailable in (0, "0%"):
+            raise ValueError("rollout: maxSurge and maxUnavailable cannot both be zero")
         tp = self.engine.tensor_parallel_size
         if self.resources.gpus % tp or (tp > 1 and self.resources.gpus == 0):
             raise ValueError("resources.gpus must be a positive multiple of engine.tensorParallelSize")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -12,11 +11,10 @@ from dataclasses import dataclass
 
 import httpx
 
+from flotilla.localcluster.ports import free_port
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+# free_port is re-exported: tests and benchmarks pick an engine's port with it.
+__all__ = ["EngineProcess", "free_port", "start_engine"]
 
 
 @dataclass

@@ -95,8 +95,3 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     add_generation_prompt: bool = True
-
-
-def error_body(message: str, *, status: int, err_type: str, param: str | None = None) -> dict[str, Any]:
-    """OpenAI's error object, as vLLM returns it."""
-    return {"error": {"message": message, "type": err_type, "param": param, "code": status}}

@@ -22,27 +22,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from flotilla.enginesim.chat_template import render
 from flotilla.enginesim.engine import Engine
-from flotilla.enginesim.protocol import ChatCompletionRequest, CompletionRequest, _Sampling, error_body
+from flotilla.enginesim.protocol import ChatCompletionRequest, CompletionRequest, _Sampling
 from flotilla.enginesim.sequence import SamplingParams, Sequence, TokenEvent
+from flotilla.openaihttp import ApiError, read_body, wait_disconnect
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
-
-
-class ApiError(Exception):
-    def __init__(
-        self, status: int, message: str, err_type: str = "BadRequestError", param: str | None = None
-    ):
-        super().__init__(message)
-        self.status, self.message, self.err_type, self.param = status, message, err_type, param
-
-    def response(self) -> JSONResponse:
-        body = error_body(self.message, status=self.status, err_type=self.err_type, param=self.param)
-        return JSONResponse(body, status_code=self.status)
 
 
 def _json(obj: Any) -> Response:
@@ -154,7 +143,7 @@ class EngineServer:
         if stream:
             return StreamingResponse(self._stream(gen), media_type="text/event-stream")
         collect = asyncio.create_task(self._collect(gen))
-        disconnect = asyncio.create_task(_wait_disconnect(request))
+        disconnect = asyncio.create_task(wait_disconnect(request))
         try:
             done, _ = await asyncio.wait({collect, disconnect}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -167,7 +156,7 @@ class EngineServer:
         return _json(collect.result())
 
     async def _parse(self, request: Request, kind: str) -> tuple[_Generation, bool]:
-        body = await _read_body(request, MAX_BODY_BYTES)
+        body = await read_body(request, MAX_BODY_BYTES)
         try:
             raw = orjson.loads(body)
         except orjson.JSONDecodeError as e:
@@ -183,7 +172,7 @@ class EngineServer:
             param = ".".join(str(p) for p in first["loc"])
             raise ApiError(400, f"{param}: {first['msg']}", param=param or None) from None
         if req.model != self.model_name:
-            raise ApiError(404, f"The model `{req.model}` does not exist.", "NotFoundError", "model")
+            raise ApiError(404, f"The model `{req.model}` does not exist.", param="model")
         if req.logprobs not in (None, False) or req.top_logprobs:
             raise ApiError(400, "logprobs are not supported by flotilla.enginesim", param="logprobs")
         tok = self.engine.tokenizer
@@ -335,25 +324,3 @@ class EngineServer:
             yield b"data: [DONE]\n\n"
         finally:
             self._abort(gen)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) to buffer more than `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _wait_disconnect(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return

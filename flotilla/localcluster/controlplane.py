@@ -14,6 +14,7 @@ import json
 import random
 import shutil
 import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -201,6 +202,22 @@ class LocalCluster:
         if scheduler := self.processes.pop("kube-scheduler", None):
             await scheduler.stop()
             self._write_state()
+
+    async def restart_apiserver(self, *, down_s: float = 0.0) -> float:
+        """Stop kube-apiserver, wait `down_s`, start it again on the same port with the same
+        certificates and etcd (what clients see of an API server crash or upgrade: every watch
+        breaks, every client must reconnect and relist). Returns the seconds it was unreachable
+        (from the stop to /readyz answering again)."""
+        await self.processes["kube-apiserver"].stop()
+        stopped = time.monotonic()
+        await asyncio.sleep(down_s)
+        apiserver = self._spawn("kube-apiserver", components.apiserver_argv(self.layout))
+        async with httpx.AsyncClient(verify=self.admin_ssl_context(), trust_env=False) as admin:
+            await wait_http_ok(
+                admin, f"{self.server}/readyz", timeout_s=self.config.start_timeout_s, process=apiserver
+            )
+        self._write_state()
+        return time.monotonic() - stopped
 
     async def stop(self, *, remove_run_dir: bool = False) -> None:
         """Stop every component (last started first); keep the run dir unless asked to remove it."""

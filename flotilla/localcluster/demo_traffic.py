@@ -2,8 +2,9 @@
 
 Each request is sent at its trace arrival time (open loop: a slow fleet does not slow arrivals),
 as a streamed `/v1/completions` call with `max_tokens` = the trace's output length and
-`ignore_eos`, so the engines generate exactly what production did. Time to first token is taken
-at the first streamed chunk that carries text, end-to-end latency at the `[DONE]` line.
+`ignore_eos`, so the engines generate exactly what production did. The stream is read by the
+shared `loadgen.stream` reader: time to first token is taken at the first streamed chunk that
+carries text, end-to-end latency at the end of the stream.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
-import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from flotilla.loadgen.stream import send_streaming
 from flotilla.localcluster.demo_trace import PromptBuilder, TraceRequest
 
 
@@ -43,42 +44,25 @@ async def _one(
         "ignore_eos": True,
         "stream": True,
     }
-    sent = time.perf_counter()
-    ttft: float | None = None
-    chunks = 0
-    status = 0
-    try:
-        async with client.stream("POST", url + "/v1/completions", json=body) as response:
-            status = response.status_code
-            if status != 200:
-                detail = (await response.aread()).decode(errors="replace")[:200]
-                return RequestResult(request.model, sent - started, False, status, None, None, 0, detail)
-            done = False
-            async for line in response.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                data = line[6:]
-                if data == "[DONE]":
-                    done = True
-                    break
-                choice = (orjson.loads(data).get("choices") or [{}])[0]
-                if choice.get("text"):
-                    chunks += 1
-                    if ttft is None:
-                        ttft = time.perf_counter() - sent
-            e2e = time.perf_counter() - sent
-            return RequestResult(
-                request.model,
-                sent - started,
-                done,
-                status,
-                ttft,
-                e2e,
-                chunks,
-                "" if done else "stream ended without [DONE]",
-            )
-    except httpx.HTTPError as exc:
-        return RequestResult(request.model, sent - started, False, status, None, None, chunks, repr(exc))
+    result = await send_streaming(client, url, body)
+    sent_at_s = result.sent - started
+    chunks = len(result.text_at)
+    if result.exception is not None:
+        return RequestResult(
+            request.model, sent_at_s, False, result.status, None, None, chunks, repr(result.exception)
+        )
+    if result.status != 200:
+        return RequestResult(request.model, sent_at_s, False, result.status, None, None, 0, result.body[:200])
+    return RequestResult(
+        request.model,
+        sent_at_s,
+        result.done,
+        result.status,
+        result.ttft,
+        result.ended - result.sent,
+        chunks,
+        "" if result.done else "stream ended without [DONE]",
+    )
 
 
 async def replay(

@@ -164,3 +164,79 @@ def speed(  # noqa: PLR0917
         f"{wall:.1f} s wall, {result.events} events, {result.decisions} decisions, "
         f"{int(result.instance_generated.sum())} tokens generated"
     )
+
+
+@app.command("faults")
+def faults(  # noqa: PLR0917
+    workload: Annotated[str, typer.Option(help="workload name")] = "mooncake_conversation",
+    instances: Annotated[int, typer.Option(help="engines in the fleet")] = 16,
+    requests: Annotated[int, typer.Option(help="requests replayed")] = 3000,
+    load: Annotated[float, typer.Option(help="offered load, fraction of the measured capacity")] = 0.7,
+    policy: Annotated[str, typer.Option(help="routing policy")] = "least_request",
+    slice_tokens: Annotated[int, typer.Option(help="S of the sliced runs")] = 256,
+    profile: Annotated[str | None, typer.Option(help="step-time profile name or JSON path")] = None,
+    during: Annotated[float, typer.Option(help="seconds after the fault counted as 'during'")] = 60.0,
+    window: Annotated[float, typer.Option(help="recovery windows, seconds of arrivals")] = 20.0,
+    tolerance: Annotated[float, typer.Option(help="recovered: p99 within this x the fault-free p99")] = 1.2,
+    out: Annotated[Path, typer.Option(help="markdown report")] = Path("benchmarks/reliability/sim_faults.md"),
+) -> None:
+    """Kill engines, drain and re-add them mid-trace; whole requests vs slices (failover)."""
+    import sys
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flotilla.profiles import StepTimeProfile
+    from flotilla.sim import faults_bench, workloads
+    from flotilla.sim.capacity import measured_capacity
+    from flotilla.sim.simulator import SimConfig
+    from flotilla.sim.slicing_bench import rebalance_from_profile
+
+    prof = _profile(profile, "sim")
+    assert isinstance(prof, StepTimeProfile)
+    w = workloads.sample(workloads.load(workload, max_model_len=prof.limits.max_model_len), requests, 0)
+    capacity = measured_capacity(w.requests, prof, prof.limits, instances) * instances
+    reqs = workloads.at_rate(w.requests, load * capacity)
+    span = reqs[-1].arrival - reqs[0].arrival
+    at, later = reqs[0].arrival + span / 3, reqs[0].arrival + 2 * span / 3
+    fault_cases = faults_bench.cases(instances, at, later)
+    console = Console()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("simulating", total=2 * (1 + len(fault_cases)))
+        rows = faults_bench.run(
+            reqs,
+            profile=prof,
+            limits=prof.limits,
+            config=SimConfig(instances=instances),
+            policy=policy,
+            slice_tokens=slice_tokens,
+            rebalance=rebalance_from_profile(prof, w.requests),
+            fault_cases=fault_cases,
+            during_s=during,
+            window_s=window,
+            tolerance=tolerance,
+            on_run=lambda name: progress.update(task, advance=1, description=name),
+        )
+    table = faults_bench.markdown(rows, during_s=during)
+    header = (
+        f"Profile `{prof.name}`; {w.name}, {len(reqs)} requests over {span:.0f} s at {load:.0%} of the "
+        f"measured capacity ({capacity:.2f} req/s); {instances} instances, `{policy}`; faults at "
+        f"t = {at:.0f} s (scale-up at t = {later:.0f} s); recovery: {window:g} s windows of arrivals, p99 "
+        f"within {tolerance:g}x the fault-free run's. Command: `flotilla {' '.join(sys.argv[1:])}`.\n\n"
+    )
+    console.print(header + table)
+    if out.suffix == ".md":
+        text = out.read_text() if out.exists() else ""
+        marker = "<!-- results -->"
+        if marker in text:
+            text = text[: text.index(marker) + len(marker)] + "\n\n" + header + table
+        else:
+            text = header + table
+        out.write_text(text)
+        console.print(f"wrote {out}")

@@ -63,6 +63,12 @@ class Seq:
     preemptions: int = 0
     hit_tokens: int = 0
     """Prompt tokens found in the prefix cache at its last admission."""
+    tail_salt: int = 0
+    """Non-zero for a slice that will be continued: when it finishes, its full blocks past `units`
+    (the rest of its prompt and what it generated) are cached as one request-unique unit, so the
+    next slice on this engine finds them (vLLM caches every full block; see `flotilla.sim.slices`)."""
+    tail: PrefixUnit | None = None
+    """The unit cached at its finish (set by the engine when `tail_salt` is)."""
 
 
 class EngineModel:
@@ -108,6 +114,8 @@ class EngineModel:
         self.prefix_queries = 0
         self.prefix_hits = 0
         self.generated = 0
+        self.prefill_tokens = 0
+        """Prompt (and recomputed) tokens computed: re-prefills of moved slices and preemptions show here."""
 
     # ---- state a scrape reads ------------------------------------------------------------------
 
@@ -202,6 +210,7 @@ class EngineModel:
             return 0.0
         kv_read = self._a_sum + n_dec * k + n_dec
         self.last_work = (prefill, pairs, n_dec, kv_read)
+        self.prefill_tokens += prefill
         seconds = self._step_time(
             prefill_tokens=prefill, prefill_attention_pairs=pairs, decode_seqs=n_dec, kv_tokens_read=kv_read
         )
@@ -350,9 +359,25 @@ class EngineModel:
 
     def _finish(self, s: Seq) -> None:
         del self.running[s]
+        if s.tail_salt:
+            self._cache_tail(s)
         self._release(s)
         s.epoch += 1
         self.predicted_remaining -= max(0.0, s.mark - s.out)
+
+    def _cache_tail(self, s: Seq) -> None:
+        """Cache the full blocks after the last prefix unit as one unit chained to it (request-unique)."""
+        last = s.units[-1] if s.units else None
+        start = last.end_token if last is not None else 0
+        end = s.nc // self.bs * self.bs
+        blocks = (end - start) // self.bs
+        if blocks <= 0 or s.next_unit < len(s.units) or blocks > s.private:
+            return
+        h = hash((last.hash if last is not None else 0, s.tail_salt, end)) & ((1 << 62) - 1)
+        if self.kv.register(h, blocks):
+            s.private -= blocks
+            s.held.append(h)
+            s.tail = PrefixUnit(h, blocks, end)
 
     def _release(self, s: Seq) -> None:
         self.kv.release(s.held, s.private)
@@ -370,6 +395,29 @@ class EngineModel:
             heapq.heappop(self._heap)
         else:
             self._fifo.popleft()
+
+    # ---- faults --------------------------------------------------------------------------------
+
+    def kill(self) -> list[Seq]:
+        """The engine dies between steps: every sequence it held, with the tokens it had produced
+        (streamed to the router) by the last finished step; the engine is then empty."""
+        lost = list(self.running)
+        for s in lost:
+            if s.decoding:
+                self._stop_decoding(s)
+                s.out += self.k - s.k0
+        lost += [e[2] for e in self._heap] if self.priority else list(self._fifo)
+        self.running.clear()
+        self._fifo.clear()
+        self._heap.clear()
+        self.pre = None
+        self._sched.clear()
+        self._due.clear()
+        self._fin.clear()
+        self._cross.clear()
+        self.predicted_remaining = 0.0
+        self.kv = KvModel(self.limits.kv_cache_blocks, self.limits.block_size)
+        return lost
 
     # ---- checks (tests) ------------------------------------------------------------------------
 

@@ -32,6 +32,8 @@ class SimRequest:
     """Previous turn of the same session: this request is not sent before that one completes."""
     text: str | None = None
     """Prompt text, when the workload has it (for text-based predictors and router hashing)."""
+    max_tokens: int | None = None
+    """The client's output limit (None: none; the traces have none, the engine stops at the true length)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,11 @@ One difference from the live router: the accounting of predicted tokens still to
 instance (`InstanceRecord.predicted_remaining`, kept by `Lease.progress` as tokens stream) is read
 from the engine model, which keeps the same sum incrementally (streaming it token by token through
 leases would make every decoding step cost O(batch)).
+
+Slice continuations (`flotilla.sim.slices`) pass a `steer`, the router's between-slice placement,
+applied after the policy's ranking and the memory-aware filter (`flotilla.router.memory.fitting`,
+on when `kv_usage_limit` is set), as `Admission._dispatch` does. Instances marked `down` (a fault
+scenario) are not routable, as the router stops routing to an ejected instance.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from flotilla.router.instances import EngineSample, InstanceRecord, InstanceSpec, InstanceTable
-from flotilla.router.policies import Observer, Policy, RequestFeatures, Snapshot
+from flotilla.router.memory import fitting
+from flotilla.router.policies import InstanceView, Observer, Policy, RequestFeatures, Snapshot
+
+Steer = Callable[[list[InstanceView]], list[InstanceView]]
 
 
 class RouterQueue(Protocol):
@@ -67,6 +75,7 @@ class SimRouter:
         rng: random.Random,
         max_inflight: int,
         predicted_remaining: Callable[[int], float],
+        kv_usage_limit: float | None = None,
     ) -> None:
         table = InstanceTable(default_max_inflight=max_inflight)
         table.update(
@@ -80,10 +89,12 @@ class SimRouter:
         self._rng = rng
         self._remaining = predicted_remaining
         self.decisions = 0
+        self._kv_limit = kv_usage_limit
+        self.down: set[int] = set()
 
-    def dispatch(self, features: RequestFeatures, predicted: float) -> int | None:
+    def dispatch(self, features: RequestFeatures, predicted: float, steer: Steer | None = None) -> int | None:
         """Pick an instance for a request and charge it, as `Admission._dispatch`; None if all are full."""
-        free = [j for j, r in enumerate(self.records) if r.inflight < r.max_inflight]
+        free = [j for j, r in enumerate(self.records) if r.inflight < r.max_inflight and j not in self.down]
         if not free:
             return None
         views = []
@@ -95,6 +106,13 @@ class SimRouter:
             views.append(record.view())
         ranked = self.policy.rank(features, Snapshot(tuple(views)), self._rng)
         self.decisions += 1
+        if self._kv_limit is not None and ranked:
+            fits = fitting(ranked, features.prompt_tokens + predicted, self._kv_limit)
+            if fits is None:
+                return None
+            ranked = fits
+        if steer is not None and ranked:
+            ranked = steer(ranked)
         if not ranked:
             return None
         j = self._index[ranked[0].id]
@@ -103,12 +121,22 @@ class SimRouter:
         record = self.records[j]
         record.inflight += 1
         record.inflight_tokens += features.prompt_tokens + int(predicted)
+        record.pending_prefill += features.prompt_tokens
         return j
 
-    def release(self, instance: int, features: RequestFeatures, predicted: float) -> None:
+    def first_token(self, instance: int, features: RequestFeatures) -> None:
+        """The request's first token came out: its prompt is no longer prefill ahead (`Lease.progress`)."""
+        self.records[instance].pending_prefill -= features.prompt_tokens
+
+    def release(
+        self, instance: int, features: RequestFeatures, predicted: float, *, prefilled: bool = True
+    ) -> None:
+        """`prefilled`: whether `first_token` was called for it (a request killed in prefill was not)."""
         record = self.records[instance]
         record.inflight -= 1
         record.inflight_tokens -= features.prompt_tokens + int(predicted)
+        if not prefilled:
+            record.pending_prefill -= features.prompt_tokens
 
     def scrape(self, samples: Sequence[EngineSample]) -> None:
         for record, sample in zip(self.records, samples, strict=True):

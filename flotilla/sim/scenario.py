@@ -36,6 +36,12 @@ class Scenario(BaseModel):
     preempt_lowest_priority: bool = False
     """With engine_priority: preempt the lowest-priority running request (vLLM's priority mode)
     rather than the most recently admitted one (vLLM's FCFS mode)."""
+    slice_tokens: int = Field(default=0, ge=0)
+    """Slice length S of slice-level scheduling (`spec.router.sliceTokens`); 0: whole requests."""
+    slice_rebalance: dict[str, Any] = Field(default_factory=dict)
+    """`flotilla.router.slicing.RebalanceParams`: when a continuation slice moves to another instance."""
+    kv_usage_limit: float | None = Field(default=None, gt=0, le=1)
+    """The router's memory-aware admission (`flotilla.router.memory`); None: off, as the router's default."""
 
 
 def default_lineup() -> list[Scenario]:
@@ -46,6 +52,8 @@ def default_lineup() -> list[Scenario]:
         Scenario(name="prefix_affinity", policy="prefix_affinity"),
         Scenario(name="predicted_load", policy="predicted_load"),
         Scenario(name="predicted_load_learned", policy="predicted_load", predictor="learned"),
+        Scenario(name="least_work", policy="least_work"),
+        Scenario(name="least_work_prefix", policy="least_work", params={"prefix_match": True}),
         Scenario(
             name="oracle_srf",
             policy="predicted_load",

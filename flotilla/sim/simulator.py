@@ -5,6 +5,12 @@ pure function of its inputs and seed. Events: a request arrives (or, for a later
 becomes sendable when its previous turn completes), an engine step ends, the router scrapes every
 engine. A step's effects are applied when it ends; the engine then schedules its next step at once,
 as vLLM's busy loop does.
+
+With `Scenario.slice_tokens` > 0 a request runs as slices (`flotilla.sim.slices`): a slice that
+ends by its budget is released like a finished request and its continuation is admitted like a
+new one (dispatched at once when nobody waits, else queued), behind whatever the freed slot went
+to, as the live router's continuation loop does. Client-visible times stay per request: first
+token of the first slice, end of the last; TPOT therefore includes the gaps between slices.
 """
 
 from __future__ import annotations
@@ -22,13 +28,16 @@ from flotilla.router import features as router_features
 from flotilla.router.instances import EngineSample
 from flotilla.router.policies import PolicyRegistry, RequestFeatures, default_registry
 from flotilla.router.predictor.queue_order import ShortestPredictedFirst
+from flotilla.router.slicing import RebalanceParams
 from flotilla.sim.engine import EngineModel, Seq
+from flotilla.sim.faults import Fault
 from flotilla.sim.predictions import predict_lengths
 from flotilla.sim.request import SimRequest, prefix_units, router_prefix_hashes
 from flotilla.sim.router import FcfsQueue, RouterQueue, SimRouter
 from flotilla.sim.scenario import Scenario
+from flotilla.sim.slices import Slicer
 
-_STEP, _ARRIVE, _SCRAPE = 0, 1, 2
+_STEP, _ARRIVE, _SCRAPE, _FAULT = 0, 1, 2, 3
 
 
 class SimConfig(BaseModel):
@@ -67,6 +76,14 @@ class RunResult:
     kv_usage: np.ndarray
     events: int
     decisions: int
+    slices: np.ndarray
+    """Engine calls per request (1 without slicing)."""
+    moves: np.ndarray
+    """Continuation slices of each request that ran on another instance than the slice before."""
+    instance_prefill_tokens: np.ndarray
+    """Prompt tokens each engine computed (prefix hits excluded; re-prefills and recomputes included)."""
+    failed: np.ndarray
+    """Requests lost to a killed engine (`faults`); their `finished` is NaN."""
 
 
 def features_of(req: SimRequest, model: str) -> RequestFeatures:
@@ -100,9 +117,11 @@ def simulate(
     *,
     policies: PolicyRegistry | None = None,
     predicted: Sequence[float] | None = None,
+    faults: Sequence[Fault] = (),
 ) -> RunResult:
     """Run `requests` through the fleet; `policies` defaults to the router's own registry, and
-    `predicted` (output tokens per request) to the scenario's predictor run here."""
+    `predicted` (output tokens per request) to the scenario's predictor run here; `faults`
+    (`flotilla.sim.faults`) happen at their times."""
     n = len(requests)
     m = config.instances
     engines = [
@@ -121,8 +140,11 @@ def simulate(
     if predicted is None:
         predicted = predict_lengths(requests, features, scenario.predictor, scenario.artifact)
     features = [replace(f, predicted_output_tokens=p) for f, p in zip(features, predicted, strict=True)]
+    # What the slice in flight (or waiting) was dispatched with: the request's own without slicing.
+    cur_features = list(features)
+    cur_pred = list(predicted)
     queue: RouterQueue = (
-        FcfsQueue() if scenario.queue == "fcfs" else ShortestPredictedFirst[int](predicted.__getitem__)
+        FcfsQueue() if scenario.queue == "fcfs" else ShortestPredictedFirst[int](cur_pred.__getitem__)
     )
     rng = random.Random(config.seed)
     router = SimRouter(
@@ -133,6 +155,17 @@ def simulate(
         rng=rng,
         max_inflight=config.max_inflight,
         predicted_remaining=lambda j: engines[j].predicted_remaining,
+        kv_usage_limit=scenario.kv_usage_limit,
+    )
+    slicer = (
+        Slicer(
+            requests,
+            [prefix_units(r, limits.block_size) for r in requests],
+            slice_tokens=scenario.slice_tokens,
+            rebalance=RebalanceParams.model_validate(scenario.slice_rebalance),
+        )
+        if scenario.slice_tokens
+        else None
     )
     by_id = {r.id: i for i, r in enumerate(requests)}
     children: dict[int, list[int]] = {}
@@ -143,8 +176,13 @@ def simulate(
     finished = np.full(n, np.nan)
     instance = np.full(n, -1, dtype=np.int64)
     seqs: list[Seq | None] = [None] * n
+    first_seq: list[Seq | None] = [None] * n
+    earlier_out = np.zeros(n, dtype=np.int64)  # tokens and preemptions of finished earlier slices
+    earlier_preempt = np.zeros(n, dtype=np.int64)
     capacity_tokens = limits.kv_cache_blocks * limits.block_size
     stepping = [False] * m
+    dead = [False] * m
+    failed = np.zeros(n, dtype=bool)
 
     heap: list[tuple[float, int, int, int]] = []
     counter = 0
@@ -153,6 +191,14 @@ def simulate(
         counter += 1
     heap.append((0.0, counter, _SCRAPE, 0))
     counter += 1
+    for k, f in enumerate(faults):
+        if f.instance >= m:
+            raise ValueError(f"fault on instance {f.instance} of a fleet of {m}")
+        earliest = min((g for g in faults if g.instance == f.instance), key=lambda g: g.at)
+        if f.kind == "add" and earliest is f:  # it joins later; an instance removed first is re-added
+            router.down.add(f.instance)
+        heap.append((f.at, counter, _FAULT, k))
+        counter += 1
     heapq.heapify(heap)
     load_times: list[float] = []
     loads: list[list[int]] = []
@@ -160,7 +206,7 @@ def simulate(
 
     def kick(j: int, now: float) -> None:
         nonlocal counter
-        if stepping[j]:
+        if stepping[j] or dead[j]:
             return
         seconds = engines[j].begin_step(now)
         if seconds > 0.0:
@@ -170,29 +216,90 @@ def simulate(
 
     def send(i: int, j: int, now: float) -> None:
         r = requests[i]
-        s = Seq(
-            idx=i,
-            prompt=r.prompt_tokens,
-            target=max(1, r.output_tokens),
-            units=prefix_units(r, limits.block_size),
-            mark=predicted[i],
-            priority=predicted[i],
-        )
+        if slicer is None:
+            s = Seq(
+                idx=i,
+                prompt=r.prompt_tokens,
+                target=max(
+                    1, r.output_tokens if r.max_tokens is None else min(r.output_tokens, r.max_tokens)
+                ),
+                units=prefix_units(r, limits.block_size),
+                mark=predicted[i],
+                priority=predicted[i],
+            )
+        else:
+            left = max(1.0, predicted[i] - slicer.generated[i])
+            s = slicer.seq(i, j, mark=cur_pred[i], priority=left)
         seqs[i] = s
-        dispatched[i] = now
+        if first_seq[i] is None:
+            first_seq[i] = s
+            dispatched[i] = now
         instance[i] = j
         engines[j].add(s)
         kick(j, now)
+
+    def route(i: int) -> int | None:
+        return router.dispatch(cur_features[i], cur_pred[i], slicer.steer(i) if slicer else None)
+
+    def admit(i: int, now: float) -> None:
+        """A request (or its next slice) asks for an instance: at once if nobody waits, else queued."""
+        if slicer is not None:
+            cur_features[i], cur_pred[i] = slicer.next_slice(i, features[i], predicted[i])
+        j = route(i) if not len(queue) else None
+        if j is None:
+            queue.push(i, now)
+        else:
+            send(i, j, now)
 
     def pump(now: float) -> None:
         while len(queue):
             i = queue.peek(now)
             assert i is not None
-            j = router.dispatch(features[i], predicted[i])
+            j = route(i)
             if j is None:
                 return
             queue.pop(now)
             send(i, j, now)
+
+    def end(i: int, now: float) -> None:
+        """A request is over (served or failed): a later turn of its session may now be sent."""
+        nonlocal counter
+        for c in children.pop(i, ()):
+            heapq.heappush(heap, (now, counter, _ARRIVE, c))
+            counter += 1
+
+    def fault(f: Fault, now: float) -> int:
+        """Apply a fault; returns how many requests it ended (failed)."""
+        j = f.instance
+        if f.kind == "add":
+            router.down.discard(j)
+            pump(now)
+            return 0
+        router.down.add(j)
+        if f.kind == "remove":
+            return 0
+        dead[j] = True
+        ended = 0
+        more: list[int] = []
+        for s in engines[j].kill():
+            i = s.idx
+            router.release(j, cur_features[i], cur_pred[i], prefilled=s.first_done)
+            earlier_out[i] += s.out
+            earlier_preempt[i] += s.preemptions
+            seqs[i] = None
+            if slicer is not None and slicer.failed_over(i, s):
+                more.append(i)
+                continue
+            if slicer is not None:  # it had streamed every token: served
+                finished[i] = now
+            else:
+                failed[i] = True
+            ended += 1
+            end(i, now)
+        pump(now)
+        for i in more:
+            admit(i, now)
+        return ended
 
     done = 0
     events = 0
@@ -200,33 +307,41 @@ def simulate(
         now, _, kind, x = heapq.heappop(heap)
         events += 1
         if kind == _STEP:
+            if dead[x]:
+                continue
             stepping[x] = False
             first, fin = engines[x].end_step(now)
             for s in first:
-                first_token[s.idx] = now
+                router.first_token(x, cur_features[s.idx])
+                if np.isnan(first_token[s.idx]):
+                    first_token[s.idx] = now
+            more: list[int] = []
             for s in fin:
                 i = s.idx
+                router.release(x, cur_features[i], cur_pred[i])
+                if slicer is not None and slicer.finished(i, s, x):
+                    earlier_out[i] += s.out
+                    earlier_preempt[i] += s.preemptions
+                    more.append(i)
+                    continue
                 finished[i] = now
                 done += 1
-                router.release(x, features[i], predicted[i])
-                for c in children.pop(i, ()):
-                    heapq.heappush(heap, (now, counter, _ARRIVE, c))
-                    counter += 1
+                end(i, now)
             if fin:
                 pump(now)
+            for i in more:
+                admit(i, now)
             kick(x, now)
         elif kind == _ARRIVE:
             r = requests[x]
             parent = by_id.get(r.parent) if r.parent is not None else None
-            if parent is not None and np.isnan(finished[parent]):
+            if parent is not None and np.isnan(finished[parent]) and not failed[parent]:
                 children.setdefault(parent, []).append(x)
                 continue
             arrival[x] = now
-            j = router.dispatch(features[x], predicted[x]) if not len(queue) else None
-            if j is None:
-                queue.push(x, now)
-            else:
-                send(x, j, now)
+            admit(x, now)
+        elif kind == _FAULT:
+            done += fault(faults[x], now)
         else:
             samples = [
                 EngineSample(
@@ -246,7 +361,9 @@ def simulate(
             heapq.heappush(heap, (now + config.scrape_interval_s, counter, _SCRAPE, 0))
             counter += 1
 
-    admitted = np.array([s.admitted_at if s is not None and s.admitted_at >= 0 else np.nan for s in seqs])
+    admitted = np.array(
+        [s.admitted_at if s is not None and s.admitted_at >= 0 else np.nan for s in first_seq]
+    )
     return RunResult(
         scenario=scenario.name,
         arrival=arrival,
@@ -255,9 +372,10 @@ def simulate(
         first_token=first_token,
         finished=finished,
         instance=instance,
-        output_tokens=np.array([s.out if s is not None else 0 for s in seqs], dtype=np.int64),
+        output_tokens=earlier_out + np.array([s.out if s is not None else 0 for s in seqs], dtype=np.int64),
         prompt_tokens=np.array([r.prompt_tokens for r in requests], dtype=np.int64),
-        preemptions=np.array([s.preemptions if s is not None else 0 for s in seqs], dtype=np.int64),
+        preemptions=earlier_preempt
+        + np.array([s.preemptions if s is not None else 0 for s in seqs], dtype=np.int64),
         instance_preemptions=np.array([e.preemptions for e in engines], dtype=np.int64),
         instance_prefix_hits=np.array([e.prefix_hits for e in engines], dtype=np.int64),
         instance_prefix_queries=np.array([e.prefix_queries for e in engines], dtype=np.int64),
@@ -268,4 +386,8 @@ def simulate(
         kv_usage=np.array(kv_usage).reshape(len(load_times), m),
         events=events,
         decisions=router.decisions,
+        slices=np.array(slicer.slices if slicer else [int(s is not None) for s in first_seq], dtype=np.int64),
+        moves=np.array(slicer.moves if slicer else [0] * n, dtype=np.int64),
+        instance_prefill_tokens=np.array([e.prefill_tokens for e in engines], dtype=np.int64),
+        failed=failed,
     )

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flotilla.api import InferenceFleetSpec, labels
+from flotilla.kube.config import load_configuration
 from flotilla.router.config import KubernetesDiscoveryConfig
 from flotilla.router.discovery import OnUpdate
 from flotilla.router.instances import InstanceSpec
@@ -117,17 +118,9 @@ class KubeDiscovery:
 
     async def _default_client(self) -> Any:
         """An ApiClient with its own Configuration (kubernetes_asyncio's default one is a global)."""
-        from kubernetes_asyncio import client, config
+        from kubernetes_asyncio import client
 
-        cfg = client.Configuration()
-        if self._config.kubeconfig:
-            await config.load_kube_config(config_file=self._config.kubeconfig, client_configuration=cfg)
-        else:
-            try:
-                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-            except config.ConfigException:
-                await config.load_kube_config(client_configuration=cfg)
-        return client.ApiClient(configuration=cfg)
+        return client.ApiClient(configuration=await load_configuration(self._config.kubeconfig))
 
     async def run(self, on_update: OnUpdate) -> None:
         from kubernetes_asyncio import client
@@ -151,7 +144,13 @@ class KubeDiscovery:
                 list_pods = partial(core.list_pod_for_all_namespaces)
             selector = f"{labels.LABEL_MANAGED_BY}={labels.MANAGED_BY}"
 
+            unlisted = {"fleets", "pods"}
+
             def publish() -> None:
+                # Until both first lists are in, the stores are partial: publishing them would make
+                # a new router replica answer "model does not exist" for a served model.
+                if unlisted:
+                    return
                 specs = instance_specs(self._fleets, self._pods, self._config.port)
                 if specs != self._published:
                     self._published = specs
@@ -174,10 +173,22 @@ class KubeDiscovery:
                     self._pods[key] = obj
                 publish()
 
-            publish()
+            def listed(what: str) -> None:
+                unlisted.discard(what)
+                publish()
+
             await asyncio.gather(
-                _list_watch(api, list_fleets, {}, on_fleet, self._fleets),
-                _list_watch(api, list_pods, {"label_selector": selector}, on_pod, self._pods),
+                _list_watch(
+                    api, list_fleets, {}, on_fleet, self._fleets, on_listed=partial(listed, "fleets")
+                ),
+                _list_watch(
+                    api,
+                    list_pods,
+                    {"label_selector": selector},
+                    on_pod,
+                    self._pods,
+                    on_listed=partial(listed, "pods"),
+                ),
             )
         finally:
             with contextlib.suppress(Exception):
@@ -190,8 +201,11 @@ async def _list_watch(
     kwargs: dict[str, Any],
     on_event: Callable[[str, dict[str, Any]], None],
     store: dict[tuple[str, str], Any],
+    *,
+    on_listed: Callable[[], None] = lambda: None,
 ) -> None:
-    """List (replacing the store), then watch from the list's resourceVersion; relist on errors."""
+    """List (replacing the store), then watch from the list's resourceVersion; relist on errors.
+    `on_listed` runs after each complete list."""
     from kubernetes_asyncio import watch
     from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -205,6 +219,7 @@ async def _list_watch(
                 on_event("ADDED", item)
             for key in [k for k in store if k not in seen]:
                 on_event("DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})
+            on_listed()
             rv = (listing.get("metadata") or {}).get("resourceVersion")
             async with watch.Watch() as w:
                 async for event in w.stream(list_fn, resource_version=rv, timeout_seconds=300, **kwargs):

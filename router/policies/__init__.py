@@ -20,6 +20,7 @@ from flotilla.router.policies.base import (
     Snapshot,
     rank_by_cost,
 )
+from flotilla.router.policies.least_work import LeastWork
 from flotilla.router.policies.predicted_load import PredictedLoad
 from flotilla.router.policies.prefix_affinity import PrefixAffinity
 from flotilla.router.policies.simple import KvUtilization, LeastRequest, RoundRobin
@@ -61,7 +62,7 @@ class PolicyRegistry:
 
 def default_registry() -> PolicyRegistry:
     registry = PolicyRegistry()
-    for cls in (RoundRobin, LeastRequest, KvUtilization, PrefixAffinity, PredictedLoad):
+    for cls in (RoundRobin, LeastRequest, KvUtilization, PrefixAffinity, PredictedLoad, LeastWork):
         registry.register(cls.name, cls.Params, cls)
     return registry
 

@@ -50,6 +50,9 @@ class InstanceView:
     """Prompt + predicted output tokens of those requests."""
     predicted_remaining_tokens: float = 0.0
     """Predicted output tokens still to come for those requests."""
+    pending_prefill_tokens: int = 0
+    """Prompt tokens of those requests that have not streamed a first token yet (queued in the engine
+    or prefilling): the prefill work this router knows is still ahead of the instance."""
     est_requests: float = 0.0
     """Best estimate of all requests on the instance (every router's): the scraped count corrected by
     this router's starts and finishes since the scrape, never below this router's own count."""

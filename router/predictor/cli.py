@@ -80,19 +80,24 @@ def evaluate(
     ] = None,
     data_dir: Annotated[Path, typer.Option(help="CASTILLO jsonl folder")] = DEFAULT_DATA,
     sweep: Annotated[Path, typer.Option(help="training-run results to tabulate")] = BENCH_DIR / "sweep.json",
+    distill: Annotated[
+        Path, typer.Option(help="distillation run's results to tabulate (gpu_distill.py)")
+    ] = BENCH_DIR / "distill.json",
     out: Annotated[Path, typer.Option(help="where RESULTS.md and results.json go")] = BENCH_DIR,
     latency_n: Annotated[int, typer.Option(help="requests timed per artifact")] = 200,
+    deadline_s: Annotated[float, typer.Option(help="the router's predictor_deadline_s")] = 0.005,
 ) -> None:
     """Held-out tau (per source), calibration and CPU cost of the shipped predictors."""
     from flotilla.router.predictor import data
     from flotilla.router.predictor.evaluate import (
         baseline_rows,
         evaluate_predictor,
-        measure_added_latency,
+        features_of,
         measure_latency,
     )
     from flotilla.router.predictor.predictor import LearnedPredictor
     from flotilla.router.predictor.report import plot, render
+    from flotilla.router.predictor.serving_latency import measure_serving_latency
 
     results: dict[str, object] = {}
     for ref in artifact or DEFAULT_MODELS:
@@ -110,11 +115,17 @@ def evaluate(
             "baselines": baseline_rows(held, parts[data.Part.CALIBRATE]),
             "predictor": evaluate_predictor(pred, held),
             "latency": measure_latency(pred, held, n=latency_n)
-            | measure_added_latency(pred, held, n=latency_n)
             # Other people's jobs share this machine's two cores: wall times depend on them.
             | {"machine_load_avg_1m_after": os.getloadavg()[0]},
+            "serving_latency": measure_serving_latency(pred, features_of(held), deadline_s=deadline_s),
+            "serving_load_avg_1m_after": os.getloadavg()[0],
+            "deadline_s": deadline_s,
         }
     sweep_results = json.loads(sweep.read_text()) if sweep.is_file() else {}
+    if distill.is_file():  # a later run: its rows follow the sweep's, marked
+        for model, run in json.loads(distill.read_text()).items():
+            rows = sweep_results.setdefault(model, {}).setdefault("variants", [])
+            rows += [{**v, "name": f"{v['name']} (distill run)"} for v in run["variants"]]
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "RESULTS.md").write_text(render(results, sweep_results))

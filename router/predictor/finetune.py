@@ -43,6 +43,9 @@ class FinetuneConfig(BaseModel):
     # Multi-task: also rank the other serving model's lengths on its training prompts, with a
     # second head on the same encoder (the two models' log lengths correlate at ~0.76).
     joint: bool = False
+    # Distillation: also rank prompts (labelled or not) in the order of a stronger teacher's scores,
+    # with this weight on that ListMLE term (0: off). See `finetune(teacher=...)`.
+    distill_weight: float = 0.0
     epochs: int = 12
     batch: int = 32
     lr_encoder: float = 1e-4
@@ -59,7 +62,9 @@ class FinetuneConfig(BaseModel):
         ep = "" if self.epochs == 12 else f"-e{self.epochs}"
         wide = "-wide" if self.wide_buckets else ""
         joint = "-joint" if self.joint else ""
-        return f"{self.head}-L{self.layers}-T{self.keep}{ffn}{rank}{lr}{ep}{wide}{joint}{frozen}"
+        kd = f"-kd{self.distill_weight:g}" if self.distill_weight else ""
+        seed = f"-s{self.seed}" if self.seed else ""
+        return f"{self.head}-L{self.layers}-T{self.keep}{ffn}{rank}{lr}{ep}{wide}{joint}{kd}{seed}{frozen}"
 
     @property
     def cost(self) -> float:
@@ -243,11 +248,16 @@ def finetune(
     device: str = "cpu",
     log: Callable[[str], None] = print,
     aux: Sequence[PromptRecord] = (),
+    teacher: tuple[Sequence[PromptRecord], np.ndarray] | None = None,
+    score: Sequence[PromptRecord] = (),
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Train one variant; returns the artifact's weight arrays and its metrics (calibrate/heldout).
 
     `aux`: the other serving model's fit prompts, used when cfg.joint (never its held-out ones:
-    the split is by prompt id, the same for both models)."""
+    the split is by prompt id, the same for both models). `teacher`: prompts and a teacher's
+    scores for them, ranked with weight cfg.distill_weight (they need no length labels).
+    `score`: more prompts to score with the trained model (result["extra_scores"]), e.g. to
+    make this model a teacher."""
     torch = _torch()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -257,7 +267,9 @@ def finetune(
     seqs = {p: tokenize_records(tok_file, parts[p], cfg.keep) for p in Part}
     aux = list(aux) if cfg.joint else []
     aux_seqs = tokenize_records(tok_file, aux, cfg.keep) if aux else []
-    kept = text.VocabMap.keep_from(seqs[Part.FIT] + seqs[Part.CALIBRATE] + aux_seqs, vocab_size)
+    kd = list(teacher[0]) if teacher is not None and cfg.distill_weight else []
+    kd_seqs = tokenize_records(tok_file, kd, cfg.keep) if kd else []
+    kept = text.VocabMap.keep_from(seqs[Part.FIT] + seqs[Part.CALIBRATE] + aux_seqs + kd_seqs, vocab_size)
     vmap = text.VocabMap(kept, vocab_size)
 
     def tensors_of(records: Sequence[PromptRecord], id_lists: list[list[int]]) -> tuple[Any, ...]:
@@ -275,6 +287,9 @@ def finetune(
     y_fit = torch.tensor(np.log([r.mean_output for r in parts[Part.FIT]]), dtype=torch.float32, device=device)
     aux_data = tensors_of(aux, aux_seqs) if aux else ()
     y_aux = torch.tensor(np.log([r.mean_output for r in aux]), dtype=torch.float32, device=device)
+    kd_data = tensors_of(kd, kd_seqs) if kd else ()
+    y_kd = torch.tensor(teacher[1] if kd and teacher else [], dtype=torch.float32, device=device)
+    listmle = cfg.model_copy(update={"head": "listmle"})
     qs = np.quantile(y_fit.cpu().numpy(), np.linspace(0, 1, N_BUCKETS + 1))
     edges = torch.tensor(qs[1:-1], dtype=torch.float32, device=device)
     centers = torch.tensor((qs[1:] + qs[:-1]) / 2, dtype=torch.float32, device=device)
@@ -322,6 +337,12 @@ def finetune(
                 a_width = int(a_mask.sum(1).max().item())
                 a_out = model(a_ids[:, :a_width], a_mask[:, :a_width], a_cheap, a_wide, a_w, aux=True)
                 loss = loss + _loss(a_out, y_aux[j], cfg, edges)
+            if kd:
+                j = torch.from_numpy(rng.choice(len(kd), cfg.batch, replace=False)).to(device)
+                k_ids, k_mask, k_cheap, k_wide, k_w = (t[j] for t in kd_data)
+                k_width = int(k_mask.sum(1).max().item())
+                k_out = model(k_ids[:, :k_width], k_mask[:, :k_width], k_cheap, k_wide, k_w)
+                loss = loss + cfg.distill_weight * _loss(k_out, y_kd[j], listmle, edges)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -336,6 +357,17 @@ def finetune(
     held = parts[Part.HELDOUT]
     one, rest = sampled_truth(held)
     held_scores = scores(Part.HELDOUT)
+
+    def _score_records(records: Sequence[PromptRecord]) -> list[float]:
+        t = tensors_of(records, tokenize_records(tok_file, records, cfg.keep))
+        model.eval()
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(t[0]), 256):
+                out.append(score_of(model(*(x[i : i + 256] for x in t)), cfg, centers).float().cpu().numpy())
+        model.train()
+        return [float(v) for v in np.concatenate(out)]
+
     ds = [r.dataset for r in held]
     result = {
         "name": cfg.name,
@@ -349,6 +381,7 @@ def finetune(
         "heldout_tau_mean": metrics.tau_by_group(held_scores, np.array([r.mean_output for r in held]), ds),
         "ceiling": metrics.tau_by_group(rest, one, ds),
         "calibrate_scores": scores(Part.CALIBRATE).tolist(),
+        "extra_scores": _score_records(score) if score else [],
         "heldout_scores": held_scores.tolist(),
     }
     log(

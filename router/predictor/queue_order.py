@@ -45,7 +45,8 @@ class _Entry(Generic[K]):
 class ShortestPredictedFirst(Generic[K]):
     """A priority queue of waiting requests; `score_of(item)` is larger for longer predicted output.
 
-    The score is read once, at push: a request's prediction does not change while it waits.
+    The score is read at push, and again at `rekey` (a request's learned prediction landed after it
+    was queued with a fallback).
     """
 
     def __init__(self, score_of: Callable[[K], float], params: QueueOrderParams | None = None) -> None:
@@ -70,10 +71,25 @@ class ShortestPredictedFirst(Generic[K]):
         self._live[item] = (now, self._seq)
         heapq.heappush(self._heap, _Entry(score + self.params.aging_per_s * now, self._seq, item))
 
+    def rekey(self, item: K) -> None:
+        """Re-read the item's score; its arrival time (aging, starvation order) is kept."""
+        if item not in self._live:
+            return
+        arrived, _ = self._live[item]
+        self._seq += 1
+        self._live[item] = (arrived, self._seq)  # same place in arrival order; old entry now stale
+        heapq.heappush(
+            self._heap, _Entry(self.score_of(item) + self.params.aging_per_s * arrived, self._seq, item)
+        )
+        self._compact()
+
     def remove(self, item: K) -> None:
         """Drop a request (cancelled, timed out; absent is fine); its heap entry is skipped lazily."""
         if self._live.pop(item, None) is None:
             return
+        self._compact()
+
+    def _compact(self) -> None:
         if len(self._heap) > 2 * len(self._live) + 64:
             self._heap = [e for e in self._heap if self._live.get(e.item, (0.0, -1))[1] == e.seq]
             heapq.heapify(self._heap)

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from flotilla.router.predictor.serving_latency import render_serving_latency
+
 SOURCES = ["Alpaca", "Apps", "BigCodeBench", "DS1000", "DollyDataset", "Mbpp", "ShareGPT"]
 
 
@@ -54,6 +56,10 @@ def render(results: Mapping[str, Any], sweep: Mapping[str, Any]) -> str:
         lat = r["latency"]
         lines += ["", "CPU cost on this machine (ms):", "", "| measure | value |", "| --- | --- |"]
         lines += [f"| {k} | {v:.2f} |" for k, v in lat.items()]
+        if "serving_latency" in r:
+            lines += ["", *render_serving_latency(r["serving_latency"], r.get("deadline_s", 0.005))]
+            load = r["serving_load_avg_1m_after"]
+            lines.append(f"\n(1-minute load average on this 2-core machine after: {load:.1f})")
         size = r["size_bytes"]
         lines += ["", "Artifact files: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in size.items()), ""]
     if sweep:

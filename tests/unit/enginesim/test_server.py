@@ -119,3 +119,20 @@ async def test_bad_requests(
     path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
     r = await c.post(path, json=body)
     assert r.status_code == status and r.json()["error"]["code"] == status
+
+
+async def test_errors_are_openai_error_objects(client: tuple[httpx.AsyncClient, EngineServer]) -> None:
+    c, _ = client
+    missing = await c.post("/v1/completions", json={"model": "other", "prompt": "x"})
+    assert missing.headers["content-type"] == "application/json"
+    assert missing.json() == {
+        "error": {
+            "message": "The model `other` does not exist.",
+            "type": "NotFoundError",
+            "param": "model",
+            "code": 404,
+        }
+    }
+    huge = await c.post("/v1/completions", headers={"content-length": str(64 * 1024 * 1024)}, content=b"{}")
+    assert huge.status_code == 413
+    assert huge.json()["error"]["type"] == "RequestTooLargeError"

@@ -250,3 +250,24 @@ async def test_unschedulable_condition_comes_from_the_pods_and_is_stable() -> No
     await ctl.reconcile(("ns", "f"))
     cond = {c["type"]: c for c in api.status["conditions"]}["Unschedulable"]
     assert (cond["status"], cond["reason"]) == ("False", "AllScheduled")
+
+
+async def test_a_scaled_down_pod_is_marked_deleting_at_the_controllers_clock() -> None:
+    ctl, cache, api = setup(replicas=2)
+    await ctl.reconcile(("ns", "f"))
+    make_running(cache)
+    api.fleet = {
+        **api.fleet,
+        "metadata": {**api.fleet["metadata"], "resourceVersion": "9999", "generation": 2},
+        "spec": {**api.fleet["spec"], "replicas": 1},
+    }
+    cache.apply_fleet("MODIFIED", api.fleet)
+    api.calls.clear()
+    await ctl.reconcile(("ns", "f"))
+    deleted = [name for verb, name in api.calls if verb == "delete_pod"]
+    assert len(deleted) == 1
+    stamps = {
+        p["metadata"]["name"]: p["metadata"].get("deletionTimestamp") for p in cache.pods_of(("ns", "f"))
+    }
+    assert stamps[deleted[0]] == "2023-11-14T22:13:20Z", "NOW, not the wall clock"
+    assert [name for name, stamp in stamps.items() if stamp] == deleted

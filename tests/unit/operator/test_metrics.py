@@ -10,11 +10,11 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from flotilla.metricsserver import serve_metrics
 from flotilla.operator.app import Runtime, request_counts
 from flotilla.operator.cache import ClusterCache
 from flotilla.operator.config import OperatorConfig
 from flotilla.operator.metrics import SUCCESS, OperatorMetrics
-from flotilla.operator.metricsserver import serve_metrics
 from flotilla.operator.workqueue import WorkQueue
 
 FLEET = {

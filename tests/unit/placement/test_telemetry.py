@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry
 
-from flotilla.api import labels as api
+from flotilla.metricsserver import serve_metrics
 from flotilla.placement.examples import tp_pod
+from flotilla.placement.fakecluster import FakeClusterApi, node_json, pod_json
 from flotilla.placement.loop import LoopConfig, PlacementLoop
-from flotilla.placement.metricsserver import serve_metrics
 from flotilla.placement.plan import Binding, Eviction, Move, Plan, Status
 from flotilla.placement.snapshot import Snapshot
 from flotilla.placement.telemetry import GREEDY_FALLBACK, UNKNOWN, PlacementMetrics, solver_outcome
@@ -89,72 +87,9 @@ def test_health_fails_when_no_cycle_ends() -> None:
     assert value(m, "flotilla_placement_errors_total", operation="cycle") == 1
 
 
-def node_json(name: str, gpus: int = 8) -> dict[str, Any]:
-    allocatable = {"cpu": "128", "memory": "2048Gi", "pods": "110", api.GPU_RESOURCE: str(gpus)}
-    return {
-        "metadata": {"name": name, "labels": {}},
-        "spec": {},
-        "status": {"allocatable": allocatable, "conditions": [{"type": "Ready", "status": "True"}]},
-    }
-
-
-def pod_json(name: str, gpus: int, tier: int, node: str | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "schedulerName": api.SCHEDULER_NAME,
-        "containers": [{"name": "engine", "resources": {"limits": {api.GPU_RESOURCE: str(gpus)}}}],
-    }
-    if node:
-        spec["nodeName"] = node
-    labels = {
-        api.LABEL_FLEET: name.split("-", 1)[0],
-        api.LABEL_TIER: str(tier),
-        api.LABEL_MANAGED_BY: "flotilla",
-    }
-    return {
-        "metadata": {"name": name, "namespace": "ns", "labels": labels},
-        "spec": spec,
-        "status": {"phase": "Running" if node else "Pending"},
-    }
-
-
-class FakeCluster:
-    """Binding sets nodeName (or fails for pods named in `refuse`); eviction deletes the pod."""
-
-    def __init__(self, nodes: list[dict[str, Any]], pods: list[dict[str, Any]], refuse: set[str]) -> None:
-        self.nodes, self.refuse = nodes, refuse
-        self.pods = {p["metadata"]["name"]: p for p in pods}
-
-    async def list_nodes(self) -> list[dict[str, Any]]:
-        return self.nodes
-
-    async def list_pods(self) -> list[dict[str, Any]]:
-        return list(self.pods.values())
-
-    async def bind(self, pod: str, node: str) -> None:
-        name = pod.split("/")[1]
-        if name in self.refuse:
-            raise RuntimeError("Conflict: pod is being deleted")
-        self.pods[name]["spec"]["nodeName"] = node
-        self.pods[name]["status"]["phase"] = "Running"
-
-    async def evict(self, pod: str) -> None:
-        del self.pods[pod.split("/")[1]]
-
-    async def record_event(self, pod: str, reason: str, message: str, warning: bool) -> None:
-        return None
-
-    async def mark_unschedulable(self, pod: str, message: str) -> None:
-        return None
-
-    async def changes(self) -> AsyncIterator[None]:
-        while True:
-            await asyncio.sleep(3600)
-            yield None
-
-
 async def test_loop_counts_bindings_evictions_and_api_errors() -> None:
     pods = [pod_json("low-0", 8, 0, node="a"), pod_json("high-0", 8, 1), pod_json("ok-0", 2, 1)]
-    cluster = FakeCluster([node_json("a"), node_json("b", gpus=2)], pods, refuse={"high-0"})
+    cluster = FakeClusterApi([node_json("a"), node_json("b", gpus=2)], pods, refuse={"high-0"})
     m = PlacementMetrics(CollectorRegistry())
     loop = PlacementLoop(cluster, CONFIG, metrics=m)
     await loop.cycle()
@@ -182,7 +117,7 @@ async def test_metrics_and_healthz_are_served_on_loopback() -> None:
     m = PlacementMetrics(CollectorRegistry(), clock=lambda: now[0])
     m.bindings.inc(3)
     async with (
-        serve_metrics(m.registry, lambda: m.healthy(60), "127.0.0.1", 0) as port,
+        serve_metrics(m.registry, "127.0.0.1", 0, healthy=lambda: m.healthy(60)) as port,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
     ):
         metrics = await client.get("/metrics")

@@ -102,3 +102,15 @@ async def test_not_started_and_close_cancels_waiters() -> None:
     await asyncio.sleep(0)
     assert first.cancelled()
     assert second.cancelled()
+
+
+async def test_expected_wait_counts_the_backlog_at_the_recent_time_per_request() -> None:
+    pred = SlowPredictor(cost_s=0.05)
+    async with BatchingPredictor(pred, BatchingParams(max_batch=1)) as bp:
+        assert bp.expected_wait_s() == 0.0  # nothing scored yet: no basis to refuse waiting
+        await bp.predict(RequestFeatures("a", 1))
+        alone = bp.expected_wait_s()
+        assert alone >= 0.05
+        futs = [bp.submit(RequestFeatures(f"b{i}", 1)) for i in range(3)]
+        assert bp.expected_wait_s() >= 4 * 0.05  # three ahead of a fourth, one worker
+        await asyncio.gather(*futs)

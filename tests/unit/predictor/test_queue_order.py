@@ -127,3 +127,17 @@ def test_every_request_is_served_and_starved_ones_leave_oldest_first(
         now += 0.5
         served.append(q.pop(now).name)
     assert sorted(served) == list(range(len(scores)))  # type: ignore[type-var]
+
+
+def test_rekey_reorders_by_the_new_score_and_keeps_the_arrival() -> None:
+    scores = {"a": 50.0, "b": 50.0, "c": 50.0}
+    q = ShortestPredictedFirst(scores.__getitem__, QueueOrderParams(aging_per_s=0.0, starvation_s=10.0))
+    for t, item in enumerate("abc"):
+        q.push(item, float(t))
+    scores["a"] = 500.0
+    q.rekey("a")
+    q.rekey("absent")  # gone already (dispatched, cancelled): ignored
+    assert q.peek(2.0) == "b" and len(q) == 3
+    # "a" arrived first: once starved it still goes first, as its arrival was kept.
+    assert q.peek(10.0) == "a"
+    assert [q.pop(3.0) for _ in range(3)] == ["b", "c", "a"]

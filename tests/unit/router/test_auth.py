@@ -45,8 +45,10 @@ def _app(gate: Gate, usage: Callable[[dict[str, Any]], int] | None = None) -> tu
     """A Starlette app whose request path is a fake that records what it was given."""
     seen: list[Any] = []
 
-    async def handle(request: Request, kind: str) -> Response:
+    async def handle(request: Request, kind: str, decoded: dict[str, Any] | None) -> Response:
         body = orjson.loads(await request.body())
+        # The gate hands on the body it decoded, so the path does not decode it again.
+        assert decoded == (body if gate.enabled else None)
         seen.append((kind, dict(request.headers), body))
         total = usage(body) if usage else body.get("max_tokens", 0)
         if body.get("stream"):
@@ -252,7 +254,7 @@ async def test_error_answers_are_refunded() -> None:
     clock = Clock()
     gate = Gate(_config(), max_body_bytes=1 << 20, clock=clock)
 
-    async def failing(request: Request, kind: str) -> Response:
+    async def failing(request: Request, kind: str, decoded: dict[str, Any] | None) -> Response:
         await request.body()
         return Response(b'{"error": {}}', status_code=503, media_type="application/json")
 

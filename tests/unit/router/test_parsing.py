@@ -61,6 +61,15 @@ def test_malformed_bodies_are_400(raw: bytes, status: int) -> None:
     assert b'"code":400' in e.value.body()
 
 
+def test_a_body_the_auth_gate_decoded_is_validated_not_decoded_again() -> None:
+    decoded = {"model": "m", "prompt": "x"}
+    body, model = parse_body(b"not read", decoded)
+    assert body is decoded and model == "m"
+    with pytest.raises(ApiError) as e:
+        parse_body(b"not read", {"model": "m", "stream": "yes"})
+    assert e.value.status == 400
+
+
 def test_features_are_stable_and_shared_prefixes_share_hashes() -> None:
     a = extract("completion", {"prompt": "x" * 200 + "tail one"}, "m")
     b = extract("completion", {"prompt": "x" * 200 + "tail two"}, "m")

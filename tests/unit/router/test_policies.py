@@ -18,6 +18,7 @@ def test_registry_validates_params_with_the_policys_model() -> None:
     assert reg.names() == [
         "kv_utilization",
         "least_request",
+        "least_work",
         "predicted_load",
         "prefix_affinity",
         "round_robin",

@@ -59,7 +59,8 @@ async def test_named_predictor_is_loaded_and_used() -> None:
         loaded.append(ref)
         return WordCount()
 
-    svc = PredictorService(RouterMetrics(reg), loader=loader)
+    # A generous deadline: these tests are about loading, not about the deadline (tested below).
+    svc = PredictorService(RouterMetrics(reg), loader=loader, deadline_s=30.0)
     assert (await svc.estimate(feats(), "one two three")).predictor == "proxy"
     svc.want({"m": "words", "other": None})
     await wait_state(svc, "m", "words-v1")
@@ -104,7 +105,7 @@ async def test_default_loader_with_missing_artifact_keeps_router_up(tmp_path: ob
 
 async def test_observe_exports_accuracy_and_logs_features() -> None:
     reg = CollectorRegistry()
-    svc = PredictorService(RouterMetrics(reg), loader=lambda ref: WordCount())
+    svc = PredictorService(RouterMetrics(reg), loader=lambda ref: WordCount(), deadline_s=30.0)
     svc.want({"m": "words"})
     await wait_state(svc, "m", "words-v1")
     for words in range(1, 33):

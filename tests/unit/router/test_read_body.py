@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from flotilla.router.errors import ApiError
-from flotilla.router.proxy import read_body
+from flotilla.openaihttp import ApiError, read_body
 
 
 def _request(messages: list[dict[str, Any]], *, stall: bool) -> Request:
