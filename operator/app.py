@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from flotilla.operator.config import OperatorConfig
 from flotilla.operator.controller import ERROR_RETRY_S, FleetController
 from flotilla.operator.kubeclient import KubeWriter
 from flotilla.operator.metrics import ERROR, LEASE_KEY, PARTIAL, SUCCESS, OperatorMetrics
-from flotilla.operator.prime import prime_cache
+from flotilla.operator.prime import prime_cache, relist_nodes
 from flotilla.operator.workqueue import WorkQueue
 
 log = logging.getLogger("flotilla.operator")
@@ -143,9 +144,19 @@ def request_counts(rt: Runtime) -> dict[str, int]:
     return counts
 
 
-async def _resync(rt: Runtime) -> None:
+async def _resync(rt: Runtime, relist: Callable[[], Awaitable[list[str]]] | None = None) -> None:
     while True:
         await asyncio.sleep(rt.config.resync_s)
+        if relist is not None:
+            # One node LIST per period: the node watch alone can miss a deletion (see replace_nodes),
+            # and a node missed that way would hold its pods until the pod GC, or forever.
+            try:
+                dropped = await relist()
+            except Exception as exc:
+                log.warning("node re-list failed: %s", exc)
+            else:
+                for name in dropped:
+                    log.warning("node %s is gone but no watch event said so; its pods are replaced", name)
         for key in rt.cache.fleet_keys():
             rt.queue.add(key)
 
@@ -214,7 +225,7 @@ async def run_operator(
         lost: list[BaseException] = []
         # Our tasks exist before Kopf starts: Kopf treats tasks born later as its own at shutdown.
         rt.tasks = [asyncio.create_task(_worker(rt, primed)) for _ in range(config.workers)]
-        rt.tasks.append(asyncio.create_task(_resync(rt)))
+        rt.tasks.append(asyncio.create_task(_resync(rt, functools.partial(_relist_nodes, rt, api))))
         if elector is not None:
             rt.tasks.append(asyncio.create_task(_hold(elector, stop_flag, lost)))
         kopf_task = asyncio.create_task(
@@ -250,6 +261,11 @@ async def run_operator(
                 await elector.release()
         if lost:
             raise lost[0]
+
+
+async def _relist_nodes(rt: Runtime, api: Any) -> list[str]:
+    rt.writer.requests["list_nodes"] += 1
+    return await relist_nodes(api, rt.cache)
 
 
 async def _hold(elector: Any, stop: asyncio.Event, lost: list[BaseException]) -> None:

@@ -1,8 +1,9 @@
 """The operator's in-memory view of fleets, their pods, nodes and PriorityClasses.
 
 Fed by watch events (through Kopf) and by the responses of the operator's own writes (write-through),
-so a reconcile reads only memory: at steady state the operator makes no API requests at all, and a
-pod it has just created is seen by the next reconcile even before the watch delivers it.
+so a reconcile reads only memory: at steady state the operator makes no API request but one node LIST
+per resync period (see replace_nodes), and a pod it has just created is seen by the next reconcile
+even before the watch delivers it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from flotilla.api import labels
 from flotilla.operator.observe import NodeState, observe_node
 
 FleetKey = tuple[str, str]  # (namespace, name)
+MAX_TOMBSTONES = 4096
 Obj = dict[str, Any]
 
 
@@ -39,6 +41,9 @@ class ClusterCache:
         self.fleets: dict[FleetKey, Obj] = {}
         self._pods: dict[FleetKey, dict[str, Obj]] = {}
         self._nodes: dict[str, NodeState] = {}
+        self._node_versions: dict[str, int | None] = {}
+        self._nodes_gone: dict[str, int] = {}
+        """resourceVersion of each deleted node's DELETED event (the newest MAX_TOMBSTONES kept)."""
         self._priority_classes: dict[str, int] = {}
 
     # --- fleets ---------------------------------------------------------------------------------
@@ -89,14 +94,55 @@ class ClusterCache:
 
     # --- nodes ----------------------------------------------------------------------------------
     def apply_node(self, event_type: str | None, obj: Obj) -> bool:
-        """Record a node; True when its readiness or existence changed (worth a reconcile)."""
+        """Record a node; True when its readiness or existence changed (worth a reconcile).
+
+        A node is force-evacuated when it is missing here, and never while it is present, so a
+        stale copy must not bring a deleted node back: a LIST answered before the deletion (the
+        start-up prime racing Kopf's stream, a re-list) is older than the DELETED event."""
         state = observe_node(obj)
+        rv = _rv(obj)
         before = self._nodes.get(state.name)
         if event_type == "DELETED":
             self._nodes.pop(state.name, None)
+            self._node_versions.pop(state.name, None)
+            if rv is not None:
+                self._nodes_gone.pop(state.name, None)
+                self._nodes_gone[state.name] = rv
+                while len(self._nodes_gone) > MAX_TOMBSTONES:
+                    del self._nodes_gone[next(iter(self._nodes_gone))]
             return True
+        gone = self._nodes_gone.get(state.name)
+        if gone is not None and rv is not None and rv <= gone:
+            return False
+        known = self._node_versions.get(state.name)
+        if before is not None and known is not None and rv is not None and rv < known:
+            return False
+        self._nodes_gone.pop(state.name, None)
         self._nodes[state.name] = state
+        self._node_versions[state.name] = rv
         return before is None or before.ready != state.ready
+
+    def replace_nodes(self, items: Iterable[Obj], list_version: int | None) -> list[str]:
+        """Make the node view match a fresh LIST (taken at `list_version`); returns the nodes dropped.
+
+        Kopf re-lists after a broken watch (410 Gone) but replays only the objects that exist: a node
+        deleted meanwhile gets no DELETED event and would stay here, Ready, forever, its pods never
+        replaced. A node absent from the list goes unless the watch brought it after the list."""
+        listed = set()
+        for obj in items:
+            listed.add(observe_node(obj).name)
+            self.apply_node(None, obj)
+        dropped = []
+        for name in list(self._nodes):
+            if name in listed:
+                continue
+            known = self._node_versions.get(name)
+            if list_version is not None and known is not None and known > list_version:
+                continue  # added after the list was taken
+            self._nodes.pop(name)
+            self._node_versions.pop(name, None)
+            dropped.append(name)
+        return dropped
 
     def nodes(self) -> dict[str, NodeState]:
         return dict(self._nodes)

@@ -75,8 +75,9 @@ class FleetController:
         nodes = self._cache.nodes()
         for pod in pods:
             # The node cache may be behind (e.g. a node just added): confirm a node is gone before
-            # its pods are force-deleted; an existing one counts as Ready until it is watched.
-            unknown = pod.node and pod.node not in nodes and not pod.deleting
+            # its pods are force-deleted (those being deleted too); an existing one counts as Ready
+            # until it is watched.
+            unknown = pod.node and pod.node not in nodes
             if unknown and pod.node and await self._writer.node_exists(pod.node):
                 nodes[pod.node] = NodeState(pod.node, ready=True)
         snapshot = FleetSnapshot(

@@ -38,6 +38,7 @@ _REQUESTS: dict[str, tuple[str, str]] = {
     "patch_pod": ("patch", "pods"),
     "patch_status": ("patch", "inferencefleets/status"),
     "get_node": ("get", "nodes"),
+    "list_nodes": ("list", "nodes"),
     "create_event": ("create", "events"),
 }
 _FAILED = "_failed"

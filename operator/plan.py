@@ -4,7 +4,8 @@ The planner is level-triggered: it looks only at the desired spec and the pods a
 are now, never at what happened before, so running it again (after an event, a timer or an operator
 restart) gives the same answer until the world changes. Its rules, in order:
 
-1. Pods being deleted are ignored. Pods on a node that is gone (or NotReady past a grace period) are
+1. Pods being deleted are ignored, except on a node that is gone: nothing will confirm their graceful
+   stop, so they are force-deleted. Pods on a node that is gone (or NotReady past a grace period) are
    deleted and their slot refilled at once. Failed pods are replaced after an exponential backoff
    counted on the pod itself (the `flotilla.dev/failures` annotation), so restarts keep the count.
 2. Each replica index keeps at most one pod of the current revision and one of an older revision.
@@ -115,6 +116,11 @@ def plan(snap: FleetSnapshot, backoff: BackoffConfig, node_lost_grace_s: float) 
     # 1. Lost and failed pods.
     for pod in snap.pods:
         if pod.deleting:
+            # A graceful deletion ends when the kubelet confirms the stop; on a gone node none will,
+            # and the pod would linger until the pod GC (40 s and more) holding its engine's place
+            # in the routers and its GPUs in the books. Its slot was refilled when the deletion began.
+            if _node_gone(pod, snap):
+                out.deletes.append(Delete(pod.name, pod.index, "NodeGone", force=True))
             continue
         lost = _lost(pod, snap, node_lost_grace_s, out)
         if lost is not None:
@@ -204,6 +210,10 @@ def _free_indices(
             order.append(i)
         i += 1
     return order[:count]
+
+
+def _node_gone(pod: ObservedPod, snap: FleetSnapshot) -> bool:
+    return pod.node is not None and snap.nodes is not None and pod.node not in snap.nodes
 
 
 def _lost(pod: ObservedPod, snap: FleetSnapshot, grace: float, out: Plan) -> str | None:

@@ -15,8 +15,17 @@ from flotilla.operator.cache import ClusterCache
 
 
 async def _list(api: Any, path: str, query: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    items, _ = await _list_at(api, path, query)
+    return items
+
+
+async def _list_at(
+    api: Any, path: str, query: dict[str, str] | None = None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """All items of a (paged) LIST, and the resourceVersion it was taken at."""
     items: list[dict[str, Any]] = []
     params = dict(query or {})
+    version: int | None = None
     while True:
         resp = await api.call_api(
             path,
@@ -29,9 +38,12 @@ async def _list(api: Any, path: str, query: dict[str, str] | None = None) -> lis
         response = resp[0] if isinstance(resp, tuple) else resp
         page = json.loads(await response.read())
         items += page.get("items") or []
-        token = (page.get("metadata") or {}).get("continue")
+        meta = page.get("metadata") or {}
+        if version is None and str(meta.get("resourceVersion", "")).isdigit():
+            version = int(meta["resourceVersion"])
+        token = meta.get("continue")
         if not token:
-            return items
+            return items, version
         params["continue"] = token
 
 
@@ -52,3 +64,9 @@ async def prime_cache(api: Any, cache: ClusterCache, namespaces: list[str]) -> N
         cache.apply_node(None, node)
     for pc in await _list(api, "/apis/scheduling.k8s.io/v1/priorityclasses"):
         cache.apply_priority_class(None, pc)
+
+
+async def relist_nodes(api: Any, cache: ClusterCache) -> list[str]:
+    """Re-sync the cache's nodes with a LIST; returns the nodes it had kept but the API has not."""
+    items, version = await _list_at(api, "/api/v1/nodes", {"limit": "500"})
+    return cache.replace_nodes(items, version)

@@ -8,6 +8,8 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -32,6 +34,9 @@ from flotilla.router.proxy import RequestPath
 from flotilla.router.scrape import Scraper
 from flotilla.router.slicing import RebalanceParams
 from flotilla.router.upstream import Upstream
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("flotilla.router")
 
@@ -105,6 +110,8 @@ class Router:
         self._tasks: list[asyncio.Task[None]] = []
         self.discovered = False
         """Whether discovery has delivered its first instance set (before it, no model is known)."""
+        self.draining = False
+        """Set on SIGTERM: /ready fails so the replica leaves the Service while its streams finish."""
 
     # ---- wiring ------------------------------------------------------------------------------
 
@@ -132,6 +139,14 @@ class Router:
         self._tasks.append(asyncio.create_task(self.scraper.run(), name="router-scraper"))
         if self.gate.reloads:
             self._tasks.append(asyncio.create_task(self.gate.run_reloads(), name="router-api-keys"))
+
+    @property
+    def ready(self) -> bool:
+        """Whether to take new traffic: the instance list is known and the replica is not draining."""
+        return self.discovered and not self.draining
+
+    def begin_drain(self) -> None:
+        self.draining = True
 
     async def _discover(self) -> None:
         await self.discovery.run(self._on_discovery)
@@ -181,7 +196,14 @@ class Router:
             return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
         async def health(_: Request) -> Response:
+            # Liveness: the process answers. Whether to send it traffic is /ready's question.
             return Response(orjson.dumps({"status": "ok"}), media_type="application/json")
+
+        async def ready(_: Request) -> Response:
+            if self.ready:
+                return Response(orjson.dumps({"status": "ready"}), media_type="application/json")
+            reason = "draining" if self.draining else "starting"
+            return Response(orjson.dumps({"status": reason}), status_code=503, media_type="application/json")
 
         async def metrics(_: Request) -> Response:
             return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -199,6 +221,7 @@ class Router:
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
+            Route("/ready", ready, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
         ]
         return Starlette(
@@ -232,4 +255,17 @@ async def serve(config: RouterConfig) -> None:
         timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
         backlog=4096,
     )
-    await uvicorn.Server(server_config).serve()
+    await draining_server(server_config, router).serve()
+
+
+def draining_server(config: uvicorn.Config, router: Router) -> uvicorn.Server:
+    """uvicorn's Server, telling the router first when a signal starts the drain (uvicorn stops
+    listening and lets requests in flight finish; /ready answers 503 from that moment)."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            router.begin_drain()
+            super().handle_exit(sig, frame)
+
+    return DrainingServer(config)

@@ -34,10 +34,10 @@ async def test_deleted_node_pods_are_recreated_elsewhere(
     async def lost_pods_gone() -> bool:
         return not lost & {p.metadata.name for p in await fleets.pods("mover", include_deleting=True)}
 
-    # The operator force-deletes them as soon as it sees the node gone (seconds when the machine is
-    # quiet); the bound is generous because a loaded 2-core machine running the whole suite once
-    # took over 60 s, and Kubernetes' pod GC (40 s quarantine, 20 s period) is the backstop anyway.
-    await wait_until(lost_pods_gone, timeout_s=120, what="pods of the deleted node removed")
+    # The operator force-deletes them as soon as it sees the node gone: 0.1-0.6 s in 22 deletions
+    # measured on this loaded machine. The bound stays under the 40 s quarantine of Kubernetes' pod
+    # GC, so the pod GC cannot pass this test in the operator's place (it once did, at 48 s).
+    await wait_until(lost_pods_gone, timeout_s=30, what="pods of the deleted node removed by the operator")
     after = await fleets.wait_ready("mover", 3, timeout_s=120)
     assert not lost & {p.metadata.name for p in after}
     assert victim_node not in {p.spec.node_name for p in after}

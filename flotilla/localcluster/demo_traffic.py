@@ -53,15 +53,14 @@ async def _one(
         )
     if result.status != 200:
         return RequestResult(request.model, sent_at_s, False, result.status, None, None, 0, result.body[:200])
+    # An error event mid-stream fails the request even if a [DONE] followed it.
+    ok = result.done and not result.error_events
+    if result.error_events:
+        detail = str(result.error_events[0])[:200]
+    else:
+        detail = "" if result.done else "stream ended without [DONE]"
     return RequestResult(
-        request.model,
-        sent_at_s,
-        result.done,
-        result.status,
-        result.ttft,
-        result.ended - result.sent,
-        chunks,
-        "" if result.done else "stream ended without [DONE]",
+        request.model, sent_at_s, ok, result.status, result.ttft, result.ended - result.sent, chunks, detail
     )
 
 

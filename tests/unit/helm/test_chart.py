@@ -108,6 +108,27 @@ def test_operator_args_follow_values(render: Any) -> None:
     assert "--identity=$(POD_NAME)" in args
 
 
+def test_router_probes_ready_for_traffic_and_health_for_liveness(render: Any) -> None:
+    import yaml
+    from prometheus_client import CollectorRegistry
+    from starlette.routing import Route
+
+    from flotilla.router.app import Router, build_discovery
+
+    docs = render()
+    (container,) = by_kind(docs, "Deployment")["demo-flotilla-router"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    # Readiness is /ready (fails while starting or draining); a failing /health would restart the pod.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    text = by_kind(docs, "ConfigMap")["demo-flotilla-router"]["data"]["router.yaml"]
+    config = RouterConfig.model_validate(yaml.safe_load(text))
+    app = Router(config, build_discovery(config), registry=CollectorRegistry()).app()
+    served = {r.path for r in app.routes if isinstance(r, Route) and "GET" in (r.methods or ())}
+    assert {"/ready", "/health"} <= served
+
+
 def test_router_config_is_a_valid_router_config(render: Any) -> None:
     import yaml
 

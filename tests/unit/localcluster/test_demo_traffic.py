@@ -59,3 +59,11 @@ async def test_failures_keep_their_status_and_reason() -> None:
         result = await _one(client, "http://r", REQUEST, "ba", started=0.0)
     assert not result.ok and result.error.startswith("ReadError") and result.output_tokens == 1
     assert result.ttft_s is None and result.e2e_s is None
+
+
+async def test_an_error_event_fails_the_request_even_with_a_done_after_it() -> None:
+    error = b"data: " + orjson.dumps({"error": {"message": "engine lost", "code": 502}}) + b"\n\n"
+    body = text_event(" ba") + error + b"data: [DONE]\n\n"
+    async with router(lambda r: httpx.Response(200, content=body)) as client:
+        result = await _one(client, "http://r", REQUEST, "ba", started=0.0)
+    assert not result.ok and "engine lost" in result.error and result.output_tokens == 1

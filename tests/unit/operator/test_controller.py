@@ -137,6 +137,39 @@ async def test_gone_node_is_confirmed_before_force_delete() -> None:
     ]
 
 
+async def test_node_deletion_missed_by_the_watch_is_caught_by_the_relist() -> None:
+    # Kopf's re-list after a broken watch replays only existing nodes: n1's DELETED never comes and
+    # the cache holds it Ready, so reconciles change nothing until the periodic LIST drops it.
+    ctl, cache, api = setup(replicas=1)
+    await ctl.reconcile(("ns", "f"))
+    make_running(cache, node="n1")
+    api.calls.clear()
+    await ctl.reconcile(("ns", "f"))
+    assert not [c for c in api.calls if c[0].startswith("delete_pod")]
+    assert cache.replace_nodes([], list_version=500) == ["n1"]
+    await ctl.reconcile(("ns", "f"))
+    assert [c[0] for c in api.calls if c[0].startswith(("delete", "create", "get_node"))] == [
+        "get_node",
+        "delete_pod_force",
+        "create_pod",
+    ]
+
+
+async def test_pod_in_graceful_deletion_on_a_vanished_node_is_forced() -> None:
+    ctl, cache, api = setup(replicas=2)
+    await ctl.reconcile(("ns", "f"))
+    make_running(cache, node="n1")
+    await ctl.reconcile(("ns", "f"))
+    api.fleet["spec"]["replicas"] = 1
+    cache.fleets[("ns", "f")]["spec"]["replicas"] = 1
+    await ctl.reconcile(("ns", "f"))  # scale-down: a graceful delete, marked in the cache
+    (leaving,) = [p for p in cache.pods_of(("ns", "f")) if p["metadata"].get("deletionTimestamp")]
+    cache.apply_node("DELETED", {"metadata": {"name": "n1"}})
+    api.calls.clear()
+    await ctl.reconcile(("ns", "f"))
+    assert ("delete_pod_force", leaving["metadata"]["name"]) in api.calls
+
+
 async def test_missing_priority_class_blocks_creation() -> None:
     ctl, cache, api = setup(replicas=1, priority={"className": "gold"})
     out = await ctl.reconcile(("ns", "f"))

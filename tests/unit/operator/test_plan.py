@@ -132,6 +132,17 @@ def test_pod_on_gone_node_is_force_deleted_and_replaced() -> None:
     assert [c.index for c in out.creates] == [1]
 
 
+def test_pod_being_deleted_on_a_gone_node_is_forced() -> None:
+    # A graceful deletion that began before the node vanished (scale-down, rollout, a NotReady
+    # node's grace) waits for a kubelet that is gone: only the pod GC, 40 s and more later, would end
+    # it. The slot was refilled when the deletion began, so nothing is created for it again.
+    out = run(snap([pod(0), pod(1, node="gone", deleting=True), pod(1, suffix="new"), pod(2)]))
+    assert [(d.name, d.reason, d.force) for d in out.deletes] == [("p1-new-", "NodeGone", True)]
+    assert out.creates == []
+    # On a node that still exists, a pod being deleted is left to finish its graceful stop.
+    assert run(snap([pod(0), pod(1, deleting=True), pod(2)])).deletes == []
+
+
 def test_not_ready_node_has_a_grace_period() -> None:
     nodes = {"n1": NodeState("n1", True), "n2": NodeState("n2", False, not_ready_since=NOW - 10)}
     pods = [pod(0), pod(1, node="n2"), pod(2)]
