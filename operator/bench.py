@@ -23,6 +23,7 @@ from flotilla.api import labels
 from flotilla.api.crdgen import build_crd
 from flotilla.operator.app import Runtime, run_operator
 from flotilla.operator.config import LeaderConfig, OperatorConfig, RenderConfig
+from flotilla.operator.kubeclient import FAILED_SUFFIX
 
 REPLICAS = 8
 
@@ -258,9 +259,9 @@ def write_report(results: list[Scenario], meta: dict[str, Any], out_dir: Path) -
         base.setdefault(s.fleets, s)
     for s in results:
         pods = s.fleets * meta["replicas_per_fleet"]
-        total = sum(v for k, v in s.requests.items() if not k.endswith("_failed"))
+        total = sum(v for k, v in s.requests.items() if not k.endswith(FAILED_SUFFIX))
         ref = base[s.fleets]
-        ref_total = sum(v for k, v in ref.requests.items() if not k.endswith("_failed")) or 1
+        ref_total = sum(v for k, v in ref.requests.items() if not k.endswith(FAILED_SUFFIX)) or 1
         lines.append(
             f"| {s.pod_event_delay_s:g} | {s.fleets} | {pods} | {s.seconds_to_ready:.2f} "
             f"| {s.seconds_to_ready / ref.seconds_to_ready:.2f} | {total} | {total / ref_total:.2f} "

@@ -19,6 +19,8 @@ from flotilla.operator.observe import rfc3339
 
 Obj = dict[str, Any]
 COMPONENT = "flotilla-operator"
+FAILED_SUFFIX = "_failed"
+"""`requests` counts a refused or failed request again under its verb plus this suffix."""
 
 
 class Writer(Protocol):
@@ -57,7 +59,7 @@ class KubeWriter:
         try:
             resp = await call(*args, _preload_content=False, **kwargs)
         except ApiException as exc:
-            self.requests[f"{verb}_failed"] += 1
+            self.requests[verb + FAILED_SUFFIX] += 1
             if exc.status == 404:
                 raise NotFoundError(str(exc.reason)) from exc
             raise
@@ -65,7 +67,7 @@ class KubeWriter:
         if not 200 <= resp.status <= 299:
             # Without preloading, the client hands back any status as a response: a refused write
             # (422 invalid pod, 409 conflict) must not pass for success with a Status as the object.
-            self.requests[f"{verb}_failed"] += 1
+            self.requests[verb + FAILED_SUFFIX] += 1
             if resp.status == 404:
                 raise NotFoundError(str(resp.reason))
             error = ApiException(status=resp.status, reason=resp.reason)

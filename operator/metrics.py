@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from flotilla.operator.cache import ClusterCache
+from flotilla.operator.kubeclient import FAILED_SUFFIX
 
 PREFIX = "flotilla_operator"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -41,7 +42,6 @@ _REQUESTS: dict[str, tuple[str, str]] = {
     "list_nodes": ("list", "nodes"),
     "create_event": ("create", "events"),
 }
-_FAILED = "_failed"
 LEASE_KEY = "lease"
 """Key under which the leader elector's requests (Lease reads and writes) are reported."""
 
@@ -100,7 +100,9 @@ class _StateCollector:
                 ready.add_metric([namespace, name], int(status.get("readyReplicas") or 0))
             depth.add_metric([], src.queue_depth())
             for key, count in sorted(src.requests().items()):
-                family, base = (errors, key[: -len(_FAILED)]) if key.endswith(_FAILED) else (requests, key)
+                family, base = (
+                    (errors, key[: -len(FAILED_SUFFIX)]) if key.endswith(FAILED_SUFFIX) else (requests, key)
+                )
                 family.add_metric(list(request_labels(base)), count)
         return [fleets, desired, ready, depth, requests, errors]
 

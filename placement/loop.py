@@ -19,6 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
 
 from flotilla.api import labels as api
@@ -59,7 +60,8 @@ class PlacementLoop:
         self._solve: Solver = solver or (lambda s: solve(s, config.budget_s, workers=config.workers))
         self._unschedulable: dict[str, str] = {}
         """Pending pod -> the message last written to its PodScheduled condition (written on change)."""
-        self._metrics = metrics
+        # Counted even when nobody serves them: one code path, no None check at every event.
+        self._metrics = metrics if metrics is not None else PlacementMetrics(CollectorRegistry())
 
     async def cycle(self) -> Plan | None:
         """One round: snapshot, solve, apply. Returns the plan, or None when nothing was pending."""
@@ -67,13 +69,11 @@ class PlacementLoop:
         snapshot = build_snapshot(nodes, pods, self._config.scheduler_name)
         if not snapshot.pending:
             self._unschedulable.clear()
-            if self._metrics is not None:
-                self._metrics.observe_cycle(snapshot, None, set())
+            self._metrics.observe_cycle(snapshot, None, set())
             return None
         started = time.perf_counter()
         plan = await asyncio.to_thread(self._solve, snapshot)
-        if self._metrics is not None:
-            self._metrics.observe_solve(plan, time.perf_counter() - started)
+        self._metrics.observe_solve(plan, time.perf_counter() - started)
         log.info(
             "placement: %d pending, %d bound, %d evicted, %d moved, %d unplaced (%s, %s, %.2f s)",
             len(snapshot.pending),
@@ -86,8 +86,7 @@ class PlacementLoop:
             time.perf_counter() - started,
         )
         bound = await self.apply(snapshot, plan)
-        if self._metrics is not None:
-            self._metrics.observe_cycle(snapshot, plan, bound)
+        self._metrics.observe_cycle(snapshot, plan, bound)
         return plan
 
     async def _do(self, action: Awaitable[None], what: str, operation: str) -> bool:
@@ -97,8 +96,7 @@ class PlacementLoop:
             await action
         except Exception as exc:
             log.warning("placement: %s failed: %s", what, str(exc).splitlines()[0] if str(exc) else exc)
-            if self._metrics is not None:
-                self._metrics.errors.labels(operation=operation).inc()
+            self._metrics.errors.labels(operation=operation).inc()
             return False
         return True
 
@@ -111,13 +109,13 @@ class PlacementLoop:
         for e in plan.evictions:
             freeing[e.node] += 1
             if await self._do(c.evict(e.pod), f"evicting {e.pod}", "evict"):
-                self._count_eviction("preempted")
+                self._metrics.evictions.labels(reason="preempted").inc()
                 message = f"Evicted by flotilla to place higher-tier pods on {e.node}"
                 await self._do(c.record_event(e.pod, "Preempted", message, True), "event", "event")
         for m in plan.moves:
             freeing[m.source] += 1
             if await self._do(c.evict(m.pod), f"evicting {m.pod} to move it", "evict"):
-                self._count_eviction("moved")
+                self._metrics.evictions.labels(reason="moved").inc()
                 message = f"Evicted by flotilla to defragment {m.source}; planned on {m.target}"
                 await self._do(c.record_event(m.pod, "Moved", message, False), "event", "event")
         bound: set[str] = set()
@@ -130,12 +128,10 @@ class PlacementLoop:
                 continue
             if await self._do(c.bind(b.pod, b.node), f"binding {b.pod} to {b.node}", "bind"):
                 bound.add(b.pod)
-                if self._metrics is not None:
-                    self._metrics.bindings.inc()
+                self._metrics.bindings.inc()
                 message = f"Successfully assigned {b.pod} to {b.node} ({plan.approach}, {plan.status})"
                 await self._do(c.record_event(b.pod, "Scheduled", message, False), "event", "event")
-        if self._metrics is not None:
-            self._metrics.unplaced.inc(len(plan.unplaced))
+        self._metrics.unplaced.inc(len(plan.unplaced))
         pending = {p.name for p in snapshot.pending}
         self._unschedulable = {k: v for k, v in self._unschedulable.items() if k in pending}
         for name in plan.unplaced:
@@ -146,10 +142,6 @@ class PlacementLoop:
             ):
                 self._unschedulable[name] = reason
         return bound
-
-    def _count_eviction(self, reason: str) -> None:
-        if self._metrics is not None:
-            self._metrics.evictions.labels(reason=reason).inc()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Cycle on changes (batched) and every `resync_s` while pods wait, until `stop` is set."""
@@ -166,8 +158,7 @@ class PlacementLoop:
                     plan = await self.cycle()
                 except Exception:
                     log.exception("placement cycle failed; retrying after resync")
-                    if self._metrics is not None:
-                        self._metrics.cycle_failed()
+                    self._metrics.cycle_failed()
                     plan = None
                 if plan is not None and not plan.unplaced and not plan.evictions and not plan.moves:
                     wake.clear()  # everything placed: our own bindings need no second look

@@ -31,7 +31,6 @@ from flotilla.router.slicing import (
     StopScanner,
     continues,
     place_next_slice,
-    requested_max_tokens,
     slice_budget,
     stop_strings,
 )
@@ -172,7 +171,7 @@ class SliceRunner:
             body=body,
             features=features,
             slice_tokens=slice_tokens,
-            max_tokens=requested_max_tokens(kind, body),
+            max_tokens=features.max_tokens,
             scanner=StopScanner(stop_strings(body) or []),
         )
 

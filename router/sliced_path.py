@@ -75,14 +75,18 @@ async def serve_sliced(
     def instance() -> Lease | None:
         return gen.last_lease
 
+    def failed(e: SliceFailed | ApiError, ttft_at: float | None) -> Response:
+        """The error answer before any byte was sent: the engine's own, or the router's."""
+        if isinstance(e, SliceFailed):
+            finish(e.status, f"engine answered {e.status}", None, instance(), ttft_at)
+            return Response(e.body, status_code=e.status, media_type=e.content_type, headers=out_headers)
+        finish(e.status, e.message, None, instance(), ttft_at)
+        return e.response(rid)
+
     try:
         first = await _guarded(request, anext(pieces), deadline - clock())
-    except SliceFailed as e:
-        finish(e.status, f"engine answered {e.status}", None, instance(), None)
-        return Response(e.body, status_code=e.status, media_type=e.content_type, headers=out_headers)
-    except ApiError as e:
-        finish(e.status, e.message, None, instance(), None)
-        return e.response(rid)
+    except (SliceFailed, ApiError) as e:
+        return failed(e, None)
     except StopAsyncIteration:
         finish(502, "no output", None, instance(), None)
         return ApiError(502, "the engine produced no output").response(rid)
@@ -96,12 +100,8 @@ async def serve_sliced(
 
         try:
             await _guarded(request, rest(), deadline - clock())
-        except SliceFailed as e:
-            finish(e.status, f"engine answered {e.status}", None, instance(), ttft_at)
-            return Response(e.body, status_code=e.status, media_type=e.content_type, headers=out_headers)
-        except ApiError as e:
-            finish(e.status, e.message, None, instance(), ttft_at)
-            return e.response(rid)
+        except (SliceFailed, ApiError) as e:
+            return failed(e, ttft_at)
         finish(200, None, out.completion_tokens, instance(), ttft_at)
         return Response(out.body(), media_type="application/json", headers=out_headers)
 

@@ -101,13 +101,6 @@ def stop_strings(body: dict[str, Any]) -> list[str] | None:
     return None
 
 
-def requested_max_tokens(kind: str, body: dict[str, Any]) -> int | None:
-    value = body.get("max_completion_tokens") if kind == "chat" else None
-    if not isinstance(value, int):
-        value = body.get("max_tokens")
-    return value if isinstance(value, int) and value > 0 else None
-
-
 def slice_budget(slice_tokens: int, remaining: int | None) -> int:
     """max_tokens of the next slice: S, or what is left of the request's own limit if less."""
     return slice_tokens if remaining is None else max(1, min(slice_tokens, remaining))

@@ -31,7 +31,7 @@ import aiohttp
 import httpx
 import yaml
 
-from flotilla.enginesim.process import EngineProcess, free_port, start_engine
+from flotilla.enginesim.process import EngineProcess, free_port, start_engine, stop_process
 
 HERE = Path(__file__).parent
 MODEL = "bench"
@@ -171,13 +171,7 @@ async def process(*cmd: str, log: Path) -> AsyncIterator[asyncio.subprocess.Proc
         try:
             yield proc
         finally:
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 10)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            await stop_process(proc, 10)
 
 
 def vllm_router_binary(explicit: str | None) -> str | None:

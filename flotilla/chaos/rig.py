@@ -191,7 +191,7 @@ class Rig:
             "kubernetes": {"kubeconfig": str(self.cluster.kubeconfig), "namespace": self.namespace},
         }
         path = self.logs / f"router-{port}.yaml"
-        path.write_text(yaml.safe_dump(config))
+        await asyncio.to_thread(path.write_text, yaml.safe_dump(config))
         process = ManagedProcess(
             name=f"router-{port}",
             argv=flotilla_argv("router", "run", f"--config={path}", "--log-level=warning"),

@@ -14,7 +14,7 @@ import httpx
 from flotilla.localcluster.ports import free_port
 
 # free_port is re-exported: tests and benchmarks pick an engine's port with it.
-__all__ = ["EngineProcess", "free_port", "start_engine"]
+__all__ = ["EngineProcess", "free_port", "start_engine", "stop_process"]
 
 
 @dataclass
@@ -34,13 +34,18 @@ class EngineProcess:
             self.proc.kill()
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), grace_s)
-            except TimeoutError:
-                self.proc.kill()
-        await self.proc.wait()
+        await stop_process(self.proc, grace_s)
+
+
+async def stop_process(proc: asyncio.subprocess.Process, grace_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `grace_s`; returns once it is reaped."""
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), grace_s)
+        except TimeoutError:
+            proc.kill()
+    await proc.wait()
 
 
 async def start_engine(

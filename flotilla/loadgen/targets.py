@@ -21,7 +21,7 @@ import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from flotilla.enginesim.process import free_port
+from flotilla.enginesim.process import free_port, stop_process
 
 RouterKind = Literal["flotilla", "vllm-router", "sglang-router", "direct"]
 
@@ -180,11 +180,5 @@ async def started_router(
         ready.result()
         yield [url]
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc, 10)
         log.close()

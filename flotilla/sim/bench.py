@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from flotilla.sim.predictions import has_text, learned_lengths
 from flotilla.sim.scenario import Scenario
 from flotilla.sim.simulator import SimConfig, simulate
 from flotilla.sim.workloads import Workload, at_rate
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,15 @@ def markdown_table(rows: Sequence[Row], baseline: str = "round_robin") -> str:
     return "\n".join(out)
 
 
+def save_figure(fig: Figure, path: Path, *, dpi: int = 100) -> Path:
+    """Write the figure and free it (pyplot keeps every open figure alive until closed)."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot(rows: Sequence[Row], folder: Path) -> list[Path]:
     """One PNG per workload: mean and p99 e2e latency, p99 TTFT and goodput against load."""
     import matplotlib
@@ -221,10 +234,7 @@ def plot(rows: Sequence[Row], folder: Path) -> list[Path]:
         axes[0].legend(fontsize=8)
         fig.suptitle(f"fleet simulator: {workload}")
         fig.tight_layout()
-        path = folder / f"{workload}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, folder / f"{workload}.png", dpi=110))
     return paths
 
 
@@ -247,10 +257,7 @@ def plot_loads(rows: Sequence[Row], folder: Path) -> list[Path]:
         axes[0][0].set_ylabel("requests on each instance")
         fig.suptitle(f"{workload} at {top:.0%} load: per-instance load over time")
         fig.tight_layout()
-        path = folder / f"{workload}-instance-load.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, folder / f"{workload}-instance-load.png"))
     return paths
 
 

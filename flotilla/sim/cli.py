@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
 app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
+
+# Options every simulator benchmark takes, declared once so their help stays the same everywhere.
+ProfileOption = Annotated[str | None, typer.Option(help="step-time profile name or JSON path")]
+TtftSloOption = Annotated[float, typer.Option(help="SLO: time to first token, seconds")]
+TpotSloOption = Annotated[float, typer.Option(help="SLO: time per output token, seconds")]
+SeedOption = Annotated[int, typer.Option(help="seed of the router's random choices")]
 
 QUICK_WORKLOADS = ("mooncake_conversation", "azure_conv")
 # Short requests at fleet scale arrive hundreds per second: more of them keep a run past its start-up.
@@ -28,6 +38,19 @@ def _profile(name: str | None, model: str) -> object:
     return FlagTiming().profile(model)
 
 
+def _progress(console: Console) -> Progress:
+    """The bar every simulator benchmark shows: what runs now, how many of how many, time spent."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
 @app.callback()
 def compare(  # noqa: PLR0917 (typer options are parameters)
     ctx: typer.Context,
@@ -42,11 +65,11 @@ def compare(  # noqa: PLR0917 (typer options are parameters)
     samples: Annotated[int | None, typer.Option(help="slices of each trace, averaged (spread shown)")] = None,
     loads: Annotated[str | None, typer.Option(help="comma-separated fractions of measured capacity")] = None,
     policy: Annotated[list[str] | None, typer.Option(help="scenario names to run (default: all)")] = None,
-    profile: Annotated[str | None, typer.Option(help="step-time profile name or JSON path")] = None,
+    profile: ProfileOption = None,
     max_model_len: Annotated[int | None, typer.Option(help="override the profile's max_model_len")] = None,
-    ttft_slo: Annotated[float, typer.Option(help="SLO: time to first token, seconds")] = 2.0,
-    tpot_slo: Annotated[float, typer.Option(help="SLO: time per output token, seconds")] = 0.1,
-    seed: Annotated[int, typer.Option(help="seed of the router's random choices")] = 0,
+    ttft_slo: TtftSloOption = 2.0,
+    tpot_slo: TpotSloOption = 0.1,
+    seed: SeedOption = 0,
     out: Annotated[Path, typer.Option(help="folder for results.md, results.json and plots")] = Path(
         "benchmarks/sim"
     ),
@@ -58,7 +81,6 @@ def compare(  # noqa: PLR0917 (typer options are parameters)
     import sys
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flotilla.profiles import StepTimeProfile
     from flotilla.sim import bench, workloads
@@ -94,13 +116,7 @@ def compare(  # noqa: PLR0917 (typer options are parameters)
     total = sum(
         len(load_list) * sum(s.predictor != "learned" or has_text(w.requests) for s in lineup) for w in wls
     )
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    with _progress(console) as progress:
         task = progress.add_task("simulating", total=total)
 
         def tick(row: bench.Row) -> None:
@@ -174,7 +190,7 @@ def faults(  # noqa: PLR0917
     load: Annotated[float, typer.Option(help="offered load, fraction of the measured capacity")] = 0.7,
     policy: Annotated[str, typer.Option(help="routing policy")] = "least_request",
     slice_tokens: Annotated[int, typer.Option(help="S of the sliced runs")] = 256,
-    profile: Annotated[str | None, typer.Option(help="step-time profile name or JSON path")] = None,
+    profile: ProfileOption = None,
     during: Annotated[float, typer.Option(help="seconds after the fault counted as 'during'")] = 60.0,
     window: Annotated[float, typer.Option(help="recovery windows, seconds of arrivals")] = 20.0,
     tolerance: Annotated[float, typer.Option(help="recovered: p99 within this x the fault-free p99")] = 1.2,
@@ -184,7 +200,6 @@ def faults(  # noqa: PLR0917
     import sys
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flotilla.profiles import StepTimeProfile
     from flotilla.sim import faults_bench, workloads
@@ -201,13 +216,7 @@ def faults(  # noqa: PLR0917
     at, later = reqs[0].arrival + span / 3, reqs[0].arrival + 2 * span / 3
     fault_cases = faults_bench.cases(instances, at, later)
     console = Console()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    with _progress(console) as progress:
         task = progress.add_task("simulating", total=2 * (1 + len(fault_cases)))
         rows = faults_bench.run(
             reqs,

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from flotilla.profiles import EngineLimits, StepTimeProfile
+from flotilla.sim.bench import save_figure
 from flotilla.sim.capacity import measured_capacity
 from flotilla.sim.metrics import Slo, Summary, summarize
 from flotilla.sim.request import SimRequest
@@ -277,10 +278,7 @@ def plot(rows: Sequence[SliceRow], folder: Path) -> list[Path]:
         axes[0].legend(fontsize=7)
         fig.suptitle(f"slice length sweep: {workload} at {sweep[0].load:.0%} load")
         fig.tight_layout()
-        path = folder / f"{workload}-slice-sweep.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, folder / f"{workload}-slice-sweep.png"))
 
         grid = [r for r in rows if r.workload == workload and r.part == "grid"]
         loads = sorted(dict.fromkeys(r.load for r in grid))
@@ -304,10 +302,7 @@ def plot(rows: Sequence[SliceRow], folder: Path) -> list[Path]:
         axes[0][0].legend(fontsize=8)
         fig.suptitle(f"{workload}: whole requests vs slices")
         fig.tight_layout()
-        path = folder / f"{workload}-slicing-on-off.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, folder / f"{workload}-slicing-on-off.png"))
     return paths
 
 

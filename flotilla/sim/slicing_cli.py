@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from flotilla.sim.cli import ProfileOption, SeedOption, TpotSloOption, TtftSloOption
+
 app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
 
 REQUESTS = {"mooncake_conversation": 1500, "azure_conv": 4000}
@@ -24,10 +26,10 @@ def slicing(  # noqa: PLR0917 (typer options are parameters)
         str, typer.Option(help="comma-separated S values of the sweep")
     ] = "32,64,128,256,512",
     loads: Annotated[str, typer.Option(help="comma-separated loads of the on/off grid")] = "0.7,0.85,0.95",
-    profile: Annotated[str | None, typer.Option(help="step-time profile name or JSON path")] = None,
-    ttft_slo: Annotated[float, typer.Option(help="SLO: time to first token, seconds")] = 2.0,
-    tpot_slo: Annotated[float, typer.Option(help="SLO: time per output token, seconds")] = 0.1,
-    seed: Annotated[int, typer.Option(help="seed of the router's random choices")] = 0,
+    profile: ProfileOption = None,
+    ttft_slo: TtftSloOption = 2.0,
+    tpot_slo: TpotSloOption = 0.1,
+    seed: SeedOption = 0,
     out: Annotated[Path, typer.Option(help="folder for results.md, results.json and plots")] = Path(
         "benchmarks/slicing"
     ),
@@ -37,11 +39,10 @@ def slicing(  # noqa: PLR0917 (typer options are parameters)
     import sys
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flotilla.profiles import StepTimeProfile
     from flotilla.sim import slicing_bench, workloads
-    from flotilla.sim.cli import _profile
+    from flotilla.sim.cli import _profile, _progress
     from flotilla.sim.metrics import Slo
     from flotilla.sim.simulator import SimConfig
 
@@ -57,13 +58,7 @@ def slicing(  # noqa: PLR0917 (typer options are parameters)
         trace = workloads.load(name, max_model_len=prof.limits.max_model_len)
         wls.append(workloads.sample(trace, requests or REQUESTS.get(name, 2000), 0))
     per_workload = slicing_bench.runs_per_workload(len(sweep_s), len(grid_loads))
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    with _progress(console) as progress:
         task = progress.add_task("simulating", total=per_workload * len(wls))
 
         def tick(row: slicing_bench.SliceRow) -> None:

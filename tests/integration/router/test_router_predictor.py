@@ -28,6 +28,15 @@ class WordCount:
         return [Prediction(float(r[0]), 10.0 * float(r[0]), 0.0) for r in z]
 
 
+async def wait_logged(router: Any, n: int) -> None:
+    """Wait (up to 10 s) until the feature log holds `n` finished requests; callers assert it."""
+    for _ in range(500):
+        log = router.predictors.feature_log
+        if log is not None and len(log.snapshot(MODEL)) == n:
+            return
+        await asyncio.sleep(0.02)
+
+
 async def test_configured_predictor_feeds_queue_policy_and_metrics(
     engines: Any, router_config: Any, serve_router: Any
 ) -> None:
@@ -67,11 +76,8 @@ async def test_configured_predictor_feeds_queue_policy_and_metrics(
                 assert r.status_code == 200
 
             await asyncio.gather(*(one(k, k % 2 == 0) for k in range(32)))
-            for _ in range(500):  # requests that did not wait for their prediction are judged as it lands
-                log = router.predictors.feature_log
-                if log is not None and len(log.snapshot(MODEL)) == 32:
-                    break
-                await asyncio.sleep(0.02)
+            # Requests that did not wait for their prediction are judged as it lands.
+            await wait_logged(router, 32)
             metrics = (await c.get(url + "/metrics")).text
     assert f'flotilla_router_predictor_in_use{{model="{MODEL}",predictor="words"}} 1.0' in metrics
     assert f'flotilla_router_predictor_ratio_count{{model="{MODEL}"}} 32.0' in metrics
@@ -134,11 +140,7 @@ async def test_shipped_artifact_serves_through_the_router(
             assert r.status_code == 200
         # A request may finish before its prediction lands (it does not wait for it): it is judged
         # and logged when the prediction lands.
-        for _ in range(500):
-            log = router.predictors.feature_log
-            if log is not None and len(log.snapshot(MODEL)) == 4:
-                break
-            await asyncio.sleep(0.02)
+        await wait_logged(router, 4)
         metrics = (await c.get(url + "/metrics")).text
     assert f'flotilla_router_predictor_ratio_count{{model="{MODEL}"}} 4.0' in metrics
     assert f'flotilla_router_predictor_seconds_count{{model="{MODEL}"}} 4.0' in metrics
