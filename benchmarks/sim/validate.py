@@ -2,22 +2,26 @@
 
     .venv/bin/python benchmarks/sim/validate.py [--workload azure_conv] [--requests 300] [--engines 3]
         [--load 0.6] [--time-scale 10] [--policy least_request]
+    .venv/bin/python benchmarks/sim/validate.py --engine vllm [--workload ...]   # real vLLM (CPU)
 
-The engines are `flotilla.enginesim` processes on 127.0.0.1 (vLLM itself cannot be installed on
-this machine), timed by the shipped profile with every step stretched by `--time-scale` (so that the
-Python overheads of the engine, router and client stay small next to the modelled step times). The
-router is `flotilla router run` with a static instance list. An open-loop client sends each request
-at its trace time (a later turn of a session not before its earlier turn completed) as a streaming
-completion with token-id prompts (shared trace blocks become shared token blocks, so prefix caching
-is real), `max_tokens` = the trace's output length and `ignore_eos`, and records TTFT and end-to-end
-latency. The simulator then runs the same requests, at the times they were actually sent, on the
-same profile (scaled by the same factor), limits, policy and scrape interval, and the errors of
-mean TTFT and mean end-to-end latency are reported.
+With `--engine enginesim` (the default) the engines are `flotilla.enginesim` processes on 127.0.0.1,
+timed by the shipped profile with every step stretched by `--time-scale` (so that the Python
+overheads of the engine, router and client stay small next to the modelled step times). With
+`--engine vllm` they are real vLLM (CPU) processes serving the local benchmark model, one core each, and
+the simulator runs the profile measured on that engine (`vllm-cpu-bench`,
+benchmarks/vllm_cpu_profile) at its own speed: this compares the simulator with a real engine,
+hardware model included. The router is `flotilla router run` with a static instance list. An open-
+loop client sends each request at its trace time (a later turn of a session not before its earlier
+turn completed) as a streaming completion with token-id prompts (shared trace blocks become shared
+token blocks, so prefix caching is real), `max_tokens` = the trace's output length and `ignore_eos`,
+and records TTFT and end-to-end latency. The simulator then runs the same requests, at the times
+they were actually sent, on the same profile (scaled by the same factor), limits, policy and scrape
+interval, and the errors of mean TTFT and mean end-to-end latency are reported.
 
-What this validates: the simulator's router, queueing, batching and timing mechanics against a
-real asynchronous system (HTTP, streaming, scrapes, concurrency). What it cannot validate: the
-hardware model, because enginesim sleeps for the same profile the simulator adds up; the profile
-itself is validated by the GPU calibration (benchmarks/gpu_calibration).
+What the enginesim run validates: the simulator's router, queueing, batching and timing mechanics
+against a real asynchronous system (HTTP, streaming, scrapes, concurrency), not the hardware model,
+because enginesim sleeps for the same profile the simulator adds up. The vLLM run validates both,
+against an engine the simulator shares nothing with.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ import httpx
 import numpy as np
 import yaml
 
-from flotilla.enginesim.process import EngineProcess, free_port, start_engine
+from flotilla.loadgen.stream import aiter_sse_lines
+from flotilla.localcluster.engines import EngineCommand, EngineSimCommand, loopback_engines
+from flotilla.localcluster.ports import free_port
 from flotilla.profiles import StepTimeProfile, load_profile
 from flotilla.sim import workloads
 from flotilla.sim.capacity import measured_capacity
@@ -46,7 +52,9 @@ from flotilla.sim.scenario import Scenario
 from flotilla.sim.simulator import SimConfig, simulate
 
 MODEL = "sim-llm"
-VOCAB = 256  # byte tokens: valid for enginesim's tokenizer
+VOCABS = {"enginesim": (0, 256), "vllm": (3, 2048)}
+"""Token ids prompts are drawn from: enginesim's byte tokens; the tiny model's vocabulary less
+its three special tokens."""
 
 
 @dataclass
@@ -58,7 +66,7 @@ class Observed:
     error: str | None = None
 
 
-def prompt_tokens(req: SimRequest) -> list[int]:
+def prompt_tokens(req: SimRequest, vocab: tuple[int, int]) -> list[int]:
     """Token ids whose blocks are equal exactly where the trace's prefix ids are equal."""
     out: list[int] = []
     t = req.prefix_block_tokens
@@ -66,7 +74,7 @@ def prompt_tokens(req: SimRequest) -> list[int]:
     while len(out) < req.prompt_tokens:
         seed = req.prefix_ids[b] if b < len(req.prefix_ids) else 10**12 + req.id * 10**4 + b
         rng = random.Random(seed)
-        out.extend(rng.randrange(VOCAB) for _ in range(min(t, req.prompt_tokens - len(out))))
+        out.extend(rng.randrange(*vocab) for _ in range(min(t, req.prompt_tokens - len(out))))
         b += 1
     return out
 
@@ -84,13 +92,14 @@ async def send(  # noqa: PLR0917
     obs: Observed,
     t0: float,
     parent: asyncio.Event | None,
+    vocab: tuple[int, int],
 ) -> None:
     await asyncio.sleep(max(0.0, t0 + req.arrival - time.monotonic()))
     if parent is not None:
         await parent.wait()
     body = {
         "model": MODEL,
-        "prompt": prompt_tokens(req),
+        "prompt": prompt_tokens(req, vocab),
         "max_tokens": req.output_tokens,
         "ignore_eos": True,
         "stream": True,
@@ -102,7 +111,7 @@ async def send(  # noqa: PLR0917
             if resp.status_code != 200:
                 obs.error = f"{resp.status_code}: {(await resp.aread())[:200]!r}"
                 return
-            async for line in resp.aiter_lines():
+            async for line in aiter_sse_lines(resp):
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 chunk = json.loads(line[6:])
@@ -147,37 +156,46 @@ async def start_router(
     raise TimeoutError("router did not come up")
 
 
+def engine_command(args: argparse.Namespace) -> EngineCommand:
+    """enginesim processes, or vLLM processes (one core each, the benchmark model)."""
+    if args.engine == "enginesim":
+        return EngineSimCommand(extra_args=("--profile", args.profile, "--time-scale", str(args.time_scale)))
+    from flotilla.vllmcpu.command import VllmCommand
+    from flotilla.vllmcpu.install import ensure_vllm
+
+    return VllmCommand(ensure_vllm(install=True), size="bench", max_model_len=args.max_model_len)
+
+
 async def replay(reqs: list[SimRequest], args: argparse.Namespace) -> list[Observed]:
-    engines: list[EngineProcess] = []
     router: asyncio.subprocess.Process | None = None
+    vocab = VOCABS[args.engine]
     try:
-        engine_args = ["--profile", args.profile, "--time-scale", str(args.time_scale)]
-        engines = list(
-            await asyncio.gather(*(start_engine(model=MODEL, args=engine_args) for _ in range(args.engines)))
-        )
-        with tempfile.TemporaryDirectory() as folder:
-            router, url = await start_router(
-                [e.url for e in engines], args.policy, args.scrape_interval, Path(folder)
-            )
-            observed = [Observed() for _ in reqs]
-            done = {r.id: asyncio.Event() for r in reqs}
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            command = engine_command(args)
+            async with loopback_engines(
+                command, count=args.engines, model=MODEL, log_dir=folder / "engines"
+            ) as urls:
+                router, url = await start_router(urls, args.policy, args.scrape_interval, folder)
+                observed = [Observed() for _ in reqs]
+                done = {r.id: asyncio.Event() for r in reqs}
 
-            async def one(r: SimRequest, obs: Observed) -> None:
-                try:
-                    await send(client, url, r, obs, t0, done.get(r.parent) if r.parent is not None else None)
-                finally:
-                    done[r.id].set()
+                async def one(r: SimRequest, obs: Observed) -> None:
+                    parent = done.get(r.parent) if r.parent is not None else None
+                    try:
+                        await send(client, url, r, obs, t0, parent, vocab)
+                    finally:
+                        done[r.id].set()
 
-            limits = httpx.Limits(max_connections=4096, max_keepalive_connections=4096)
-            async with httpx.AsyncClient(timeout=None, limits=limits) as client:
-                t0 = time.monotonic() + 0.5
-                await asyncio.gather(*(one(r, o) for r, o in zip(reqs, observed, strict=True)))
-            return observed
+                limits = httpx.Limits(max_connections=4096, max_keepalive_connections=4096)
+                async with httpx.AsyncClient(timeout=None, limits=limits) as client:
+                    t0 = time.monotonic() + 0.5
+                    await asyncio.gather(*(one(r, o) for r, o in zip(reqs, observed, strict=True)))
+                return observed
     finally:
         if router is not None and router.returncode is None:
             router.terminate()
             await router.wait()
-        await asyncio.gather(*(e.stop() for e in engines))
 
 
 def main() -> None:
@@ -192,7 +210,11 @@ def main() -> None:
     p.add_argument("--scrape-interval", type=float, default=0.25)
     p.add_argument("--max-model-len", type=int, default=32768, help="clip longer trace requests")
     p.add_argument("--out", type=Path, default=Path("benchmarks/sim"))
+    p.add_argument("--engine", choices=["enginesim", "vllm"], default="enginesim")
     args = p.parse_args()
+    if args.engine == "vllm":  # the engine's own speed, and the profile measured on it
+        args.profile, args.time_scale = "vllm-cpu-bench", 1.0
+        args.max_model_len = min(args.max_model_len, 8192)
 
     profile = scaled(load_profile(args.profile), args.time_scale)
     limits = profile.limits.model_copy(update={"max_model_len": args.max_model_len})
@@ -244,7 +266,8 @@ def main() -> None:
         ("p50 e2e s", np.median(real_e2e), np.median(sim_e2e), ""),
         ("p99 e2e s", np.percentile(real_e2e, 99), np.percentile(sim_e2e, 99), ""),
     ]
-    table = ["| metric | real (enginesim + router) | simulator | error of mean |", "|---|---|---|---|"]
+    real = "real vLLM (CPU) + router" if args.engine == "vllm" else "real (enginesim + router)"
+    table = [f"| metric | {real} | simulator | error of mean |", "|---|---|---|---|"]
     table += [f"| {name} | {a:.3f} | {b:.3f} | {e} |" for name, a, b, e in rows]
     report = (
         f"## {w.name}: {len(ok)}/{len(reqs)} requests, {args.engines} engines, policy {args.policy}, "
@@ -254,7 +277,8 @@ def main() -> None:
     )
     print(report)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"validation-{args.workload}.md").write_text(report)
+    prefix = "validation-vllm-" if args.engine == "vllm" else "validation-"
+    (args.out / f"{prefix}{args.workload}.md").write_text(report)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from flotilla.api.crdgen import render as render_crd
 from flotilla.chaos.binder import bind_forever
 from flotilla.localcluster.controlplane import LocalCluster
 from flotilla.localcluster.demo_steps import flotilla_argv
-from flotilla.localcluster.engines import EngineLauncher
+from flotilla.localcluster.engines import EngineCommand, EngineLauncher
 from flotilla.localcluster.kubectl import Kubectl
 from flotilla.localcluster.nodes import GpuNodeSpec
 from flotilla.localcluster.podwatch import PodEngineWatcher
@@ -55,6 +55,10 @@ class RigSpec:
     operator_restart_delay_s: float = 1.0
     operator_args: tuple[str, ...] = ()
     """Extra `flotilla operator run` flags (e.g. --log-level=DEBUG)."""
+    policy: str = "least_request"
+    engine: EngineCommand | None = None
+    """What serves each pod (None: flotilla.enginesim; `flotilla.vllmcpu.command.VllmCommand`: real vLLM)."""
+    router_scrape_interval_s: float = 0.25
 
 
 def _pod_ready(pod: dict[str, Any]) -> bool:
@@ -125,7 +129,7 @@ class Rig:
         self.node_names = await self.cluster.add_gpu_nodes(specs)
         binder = bind_forever(self.api, self.namespace, f"{CHAOS_LABEL}={self._tag}")
         self._tasks.append(asyncio.create_task(binder, name="chaos-binder"))
-        self.launcher = EngineLauncher(self.logs / "engines", ready_timeout_s=60)
+        self.launcher = EngineLauncher(self.logs / "engines", self.spec.engine)
         self.watcher = PodEngineWatcher(
             self.api,
             self.launcher,
@@ -188,6 +192,7 @@ class Rig:
             "port": port,
             "auth": {"mode": "none"},  # loopback only
             "drain_timeout_s": self.spec.router_drain_s,
+            "scrape_interval_s": self.spec.router_scrape_interval_s,
             "kubernetes": {"kubeconfig": str(self.cluster.kubeconfig), "namespace": self.namespace},
         }
         path = self.logs / f"router-{port}.yaml"
@@ -224,7 +229,7 @@ class Rig:
             "spec": {
                 "model": {"name": self.spec.model, "source": "org/chaos"},
                 "replicas": self.spec.replicas,
-                "router": {"policy": "least_request", "sliceTokens": self.spec.slice_tokens},
+                "router": {"policy": self.spec.policy, "sliceTokens": self.spec.slice_tokens},
                 "rollout": {"maxSurge": 1, "maxUnavailable": 0},
             },
         }

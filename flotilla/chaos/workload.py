@@ -76,8 +76,8 @@ class ExpectedText:
         self._model = TextModel(self._tok, seed=seed)
         self._rng = random.Random(0)  # unused at temperature 0
 
-    def __call__(self, prompt: str, max_tokens: int) -> str:
-        context = self._tok.encode(prompt)
+    def __call__(self, prompt: list[int], max_tokens: int) -> str:
+        context = list(prompt)
         out: list[int] = []
         for _ in range(max_tokens):
             token = self._model.next_token(context, temperature=0.0, rng=self._rng, allow_eos=False)

@@ -103,6 +103,7 @@ class EngineServer:
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+            Route("/detokenize", self.detokenize, methods=["POST"]),
         ]
         return Starlette(routes=routes, lifespan=lifespan)
 
@@ -125,6 +126,21 @@ class EngineServer:
 
     async def metrics(self, _: Request) -> Response:
         return Response(generate_latest(self.engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def detokenize(self, request: Request) -> Response:
+        """vLLM's `/detokenize`: `{"model", "tokens"}` -> `{"prompt": text}`."""
+        try:
+            body = orjson.loads(await read_body(request, MAX_BODY_BYTES))
+            tokens = body.get("tokens") if isinstance(body, dict) else None
+            if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+                raise ApiError(400, "`tokens` must be a list of token ids", param="tokens")
+            if not self.engine.tokenizer.is_valid(tokens):
+                raise ApiError(400, "token id out of range", param="tokens")
+        except orjson.JSONDecodeError as e:
+            return ApiError(400, f"invalid JSON body: {e}").response()
+        except ApiError as e:
+            return e.response()
+        return _json({"prompt": self.engine.tokenizer.decode(tokens)})
 
     # ---- generation endpoints --------------------------------------------------------------
 

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from flotilla.localcluster.engines import EngineKind
+
 app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
 
 
@@ -34,9 +36,16 @@ def live(  # noqa: PLR0917 (typer options are parameters)
     list_arms: Annotated[bool, typer.Option(help="print the arm names and exit")] = False,
     baseline: Annotated[str, typer.Option(help="the arm the ratios divide by")] = "round_robin",
     rounds: Annotated[int, typer.Option(help="times every arm runs (order rotated each round)")] = 2,
-    engines: Annotated[int, typer.Option(help="enginesim processes")] = 4,
-    profile: Annotated[str, typer.Option(help="engine step-time profile")] = "h100-llama3-8b",
-    time_scale: Annotated[float, typer.Option(help="multiplies the profile's step times")] = 2.0,
+    engine: Annotated[
+        EngineKind,
+        typer.Option(
+            help="what the engines are: vllm (real vLLM on the CPU, the local benchmark model, one core "
+            "each) or enginesim (flotilla's simulated engine, timed by --profile)"
+        ),
+    ] = EngineKind.enginesim,
+    engines: Annotated[int, typer.Option(help="engine processes")] = 4,
+    profile: Annotated[str, typer.Option(help="enginesim: step-time profile")] = "h100-llama3-8b",
+    time_scale: Annotated[float, typer.Option(help="enginesim: multiplies the profile's step times")] = 2.0,
     max_num_seqs: Annotated[int, typer.Option(help="engine batch limit")] = 16,
     ttft_slo: Annotated[float, typer.Option(help="SLO: time to first token, seconds")] = 2.0,
     tpot_slo: Annotated[float, typer.Option(help="SLO: time per output token, seconds")] = 0.1,
@@ -83,7 +92,11 @@ def live(  # noqa: PLR0917 (typer options are parameters)
         workloads=specs,
         arms=chosen,
         engines=EngineSettings(
-            count=engines, profile=profile, time_scale=time_scale, max_num_seqs=max_num_seqs
+            kind=engine.value,
+            count=engines,
+            profile=profile,
+            time_scale=time_scale,
+            max_num_seqs=max_num_seqs,
         ),
         rounds=rounds,
         baseline=baseline,

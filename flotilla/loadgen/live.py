@@ -13,18 +13,19 @@ import asyncio
 import math
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flotilla.enginesim.process import EngineProcess, start_engine
 from flotilla.loadgen.fleetprobe import FleetProbe, FleetStats
 from flotilla.loadgen.openloop import http_client, run_open_loop
 from flotilla.loadgen.record import RequestRecord
 from flotilla.loadgen.summary import Slo, Summary, summarise
 from flotilla.loadgen.targets import Arm, started_router
 from flotilla.loadgen.workload import PlannedRequest, plan, poisson, trace_window
+from flotilla.localcluster.engines import EngineCommand, EngineSimCommand, loopback_engines
 
 Log = Callable[[str], None]
 
@@ -32,10 +33,14 @@ Log = Callable[[str], None]
 class EngineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    kind: Literal["enginesim", "vllm"] = "enginesim"
+    """`vllm`: real vLLM (CPU) serving the local benchmark model, one core per engine in turn."""
     count: int = Field(default=4, gt=0)
     profile: str = "h100-llama3-8b"
+    """enginesim only: its step-time profile."""
     time_scale: float = Field(default=2.0, ge=0)
-    """Multiplies the profile's step times: a slower GPU, so two CPU cores can feed four engines."""
+    """enginesim only: multiplies the profile's step times (a slower GPU, so two CPU cores can
+    feed four engines)."""
     max_num_seqs: int = Field(default=16, gt=0)
     max_model_len: int = Field(default=16384, gt=0)
 
@@ -100,8 +105,10 @@ class LiveResults(BaseModel):
     pooled: list[ArmPooled] = Field(default_factory=list)
 
 
-def build_requests(spec: WorkloadSpec, *, max_model_len: int, seed: int) -> list[PlannedRequest]:
-    """The workload's requests with salt `seed` (see `workload.py`)."""
+def build_requests(
+    spec: WorkloadSpec, *, max_model_len: int, seed: int, words: Sequence[str] | None = None
+) -> list[PlannedRequest]:
+    """The workload's requests with salt `seed`, prompts in `words` (see `workload.py`)."""
     if spec.name == "poisson":
         count = max(1, round((spec.rate or 1.0) * spec.duration_s))
         sims = poisson(
@@ -111,14 +118,13 @@ def build_requests(spec: WorkloadSpec, *, max_model_len: int, seed: int) -> list
             output_tokens=spec.output_tokens,
             seed=0,  # the same arrivals for every arm; only the text differs by salt
         )
-        return plan(sims, salt=seed)
+        return plan(sims, salt=seed, words=words)
     from flotilla.sim.workloads import load
 
     # Enough of the trace to cover the window at the requested rate (the trace is ~3-5 req/s).
     trace = load(spec.name, max_model_len=max_model_len, limit=20_000).requests
-    return plan(
-        trace_window(trace, duration_s=spec.duration_s, rate=spec.rate, skip_s=spec.skip_s), salt=seed
-    )
+    window = trace_window(trace, duration_s=spec.duration_s, rate=spec.rate, skip_s=spec.skip_s)
+    return plan(window, salt=seed, words=words)
 
 
 def _pool_fleet(stats: list[FleetStats]) -> FleetStats:
@@ -166,6 +172,27 @@ async def _run_arm(
         return records, probe.stats()
 
 
+def engine_command(settings: EngineSettings) -> tuple[EngineCommand, list[str] | None]:
+    """What each engine runs, and the one-token words prompts are written in (None: enginesim's)."""
+    if settings.kind == "enginesim":
+        flags = {
+            "--profile": settings.profile,
+            "--time-scale": settings.time_scale,
+            "--max-num-seqs": settings.max_num_seqs,
+            "--max-model-len": settings.max_model_len,
+        }
+        return EngineSimCommand(extra_args=[a for kv in flags.items() for a in map(str, kv)]), None
+    from flotilla.vllmcpu.command import VllmCommand
+    from flotilla.vllmcpu.install import ensure_vllm
+    from flotilla.vllmcpu.vocabulary import one_token_words
+
+    install = ensure_vllm(install=True)
+    command = VllmCommand(
+        install, size="bench", max_model_len=settings.max_model_len, max_num_seqs=settings.max_num_seqs
+    )
+    return command, one_token_words(install.model("bench"))
+
+
 async def run_live(
     config: LiveConfig, log: Log, checkpoint: Callable[[LiveResults], None] | None = None
 ) -> LiveResults:
@@ -174,71 +201,61 @@ async def run_live(
     names = [a.name for a in config.arms]
     if config.baseline not in names:
         raise ValueError(f"baseline {config.baseline!r} is not one of the arms {names}")
-    engine_args = [
-        "--profile",
-        config.engines.profile,
-        "--time-scale",
-        str(config.engines.time_scale),
-        "--max-num-seqs",
-        str(config.engines.max_num_seqs),
-        "--max-model-len",
-        str(config.engines.max_model_len),
-    ]
-    engines: list[EngineProcess] = []
     results = LiveResults(config=config, requests_per_run={})
     workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="flotilla-bench-live-"))
     finished = False
     try:
-        engines = list(
-            await asyncio.gather(
-                *(start_engine(model=config.model, args=engine_args) for _ in range(config.engines.count))
-            )
-        )
-        urls = [e.url for e in engines]
-        salt = config.seed * 1_000_003
-        for spec in config.workloads:
-            records: dict[str, list[RequestRecord]] = {a.name: [] for a in config.arms}
-            fleet: dict[str, list[FleetStats]] = {a.name: [] for a in config.arms}
-            n = len(config.arms)
-            for rnd in range(config.rounds):
-                order = config.arms[rnd % n :] + config.arms[: rnd % n]
-                for position, arm in enumerate(order):
-                    salt += 1
-                    requests = await asyncio.to_thread(
-                        build_requests, spec, max_model_len=config.engines.max_model_len, seed=salt
-                    )
-                    results.requests_per_run[spec.name] = len(requests)
-                    recs, stats = await _run_arm(config, arm, requests, urls, workdir)
-                    summary = summarise(recs, config.slo, spec.duration_s)
-                    records[arm.name] += recs
-                    fleet[arm.name].append(stats)
-                    results.runs.append(
-                        ArmRun(
+        command, words = await asyncio.to_thread(engine_command, config.engines)
+        async with loopback_engines(
+            command, count=config.engines.count, model=config.model, log_dir=workdir / "engines"
+        ) as urls:
+            salt = config.seed * 1_000_003
+            for spec in config.workloads:
+                records: dict[str, list[RequestRecord]] = {a.name: [] for a in config.arms}
+                fleet: dict[str, list[FleetStats]] = {a.name: [] for a in config.arms}
+                n = len(config.arms)
+                for rnd in range(config.rounds):
+                    order = config.arms[rnd % n :] + config.arms[: rnd % n]
+                    for position, arm in enumerate(order):
+                        salt += 1
+                        requests = await asyncio.to_thread(
+                            build_requests,
+                            spec,
+                            max_model_len=config.engines.max_model_len,
+                            seed=salt,
+                            words=words,
+                        )
+                        results.requests_per_run[spec.name] = len(requests)
+                        recs, stats = await _run_arm(config, arm, requests, urls, workdir)
+                        summary = summarise(recs, config.slo, spec.duration_s)
+                        records[arm.name] += recs
+                        fleet[arm.name].append(stats)
+                        results.runs.append(
+                            ArmRun(
+                                workload=spec.name,
+                                arm=arm.name,
+                                round=rnd,
+                                order=position,
+                                summary=summary,
+                                fleet=stats,
+                            )
+                        )
+                        log(_line(spec.name, rnd, arm.name, summary, stats))
+                        if checkpoint is not None:
+                            await asyncio.to_thread(checkpoint, results)
+                for arm in config.arms:
+                    window = spec.duration_s * config.rounds
+                    results.pooled.append(
+                        ArmPooled(
                             workload=spec.name,
                             arm=arm.name,
-                            round=rnd,
-                            order=position,
-                            summary=summary,
-                            fleet=stats,
+                            summary=summarise(records[arm.name], config.slo, window),
+                            fleet=_pool_fleet(fleet[arm.name]),
                         )
                     )
-                    log(_line(spec.name, rnd, arm.name, summary, stats))
-                    if checkpoint is not None:
-                        await asyncio.to_thread(checkpoint, results)
-            for arm in config.arms:
-                window = spec.duration_s * config.rounds
-                results.pooled.append(
-                    ArmPooled(
-                        workload=spec.name,
-                        arm=arm.name,
-                        summary=summarise(records[arm.name], config.slo, window),
-                        fleet=_pool_fleet(fleet[arm.name]),
-                    )
-                )
         finished = True
         return results
     finally:
-        await asyncio.gather(*(e.stop() for e in engines), return_exceptions=True)
         if finished:  # router logs are kept only when something went wrong
             await asyncio.to_thread(shutil.rmtree, workdir, True)
         else:

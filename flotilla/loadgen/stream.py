@@ -9,12 +9,18 @@ three copies of the parsing and timing.
 
 Timestamps are taken when a line is read, before it is parsed, with `time.perf_counter` behind a
 seam so tests can drive it. HTTP failures and malformed events are recorded, never raised.
+
+Lines are split on line feeds only (`sse_lines`, `aiter_sse_lines`), as SSE defines them:
+`str.splitlines` and httpx's `aiter_lines` also split on U+2028, U+2029 and U+0085, which JSON
+leaves unescaped inside strings and a model may well generate.
 """
 
 from __future__ import annotations
 
+import codecs
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +28,26 @@ import httpx
 import orjson
 
 Clock = Callable[[], float]
+_EOL = re.compile(r"\r\n|\r|\n")
+
+
+def sse_lines(text: str) -> list[str]:
+    """The lines of an SSE body (split on CR, LF or CRLF only)."""
+    return _EOL.split(text)
+
+
+async def aiter_sse_lines(response: httpx.Response) -> AsyncIterator[str]:
+    """A streamed response's lines as they arrive (split on CR, LF or CRLF only)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    async for chunk in response.aiter_bytes():
+        pending += decoder.decode(chunk)
+        *lines, pending = _EOL.split(pending)
+        for line in lines:
+            yield line
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending
 
 
 @dataclass
@@ -105,7 +131,7 @@ async def send_streaming(
             if response.status_code != 200:
                 result.body = (await response.aread()).decode(errors="replace")
                 return result
-            async for line in response.aiter_lines():
+            async for line in aiter_sse_lines(response):
                 now = clock()
                 if not line.startswith("data:"):
                     continue

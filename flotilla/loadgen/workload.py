@@ -2,7 +2,8 @@
 
 Traces come through `flotilla.sim.workloads` (the same parsing the fleet simulator uses): Mooncake
 gives arrival times, lengths, 512-token prefix blocks and multi-turn sessions; Azure gives arrival
-times and lengths only. Prompt text is written in the enginesim's vocabulary, one word per token,
+times and lengths only. Prompt text is written in words that are one token each in the serving
+engine's tokenizer (the enginesim's vocabulary, or `flotilla.vllmcpu.vocabulary` for real vLLM),
 so an engine sees exactly the trace's prompt length, and equal block ids become equal text, so
 shared prefixes hit the engines' prefix caches (and the routers' prefix trees) as in production.
 
@@ -14,14 +15,21 @@ its own salt, so no arm inherits a warm prefix cache from the arm that ran befor
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flotilla.enginesim.tokenizer import FIRST_WORD_ID, Tokenizer
+from flotilla.enginesim.tokenizer import Tokenizer
 from flotilla.sim.request import SimRequest
 
 BLOCK_TOKENS = 512
 VOCAB_WORDS = 1024  # the enginesim's default vocabulary: one word, one token
 _MASK = (1 << 62) - 1
+
+
+def enginesim_words() -> list[str]:
+    """The enginesim's vocabulary words (" ba", " bako", ...): one token each."""
+    tokenizer = Tokenizer(num_words=VOCAB_WORDS)
+    return [tokenizer.decode([tokenizer.word_id(i)]) for i in range(VOCAB_WORDS)]
 
 
 @dataclass(frozen=True)
@@ -38,29 +46,31 @@ class PlannedRequest:
 
 
 class PromptWriter:
-    """Writes prompts of exact token length from block ids; equal (salt, id) give equal text."""
+    """Writes prompts of exact token length from block ids; equal (salt, id) give equal text.
 
-    def __init__(self, salt: int) -> None:
+    `words`: strings that are one token each, and stay so when joined (each starts with a space)."""
+
+    def __init__(self, salt: int, words: Sequence[str] | None = None) -> None:
         self._salt = salt
-        self._tokenizer = Tokenizer(num_words=VOCAB_WORDS)
-        self._blocks: dict[int, list[int]] = {}
+        self._words = list(words) if words is not None else enginesim_words()
+        self._blocks: dict[int, list[str]] = {}
 
-    def _block(self, block_id: int) -> list[int]:
-        if (ids := self._blocks.get(block_id)) is None:
+    def _block(self, block_id: int) -> list[str]:
+        if (block := self._blocks.get(block_id)) is None:
             rng = random.Random(hash((self._salt, block_id)) & _MASK)
-            ids = [FIRST_WORD_ID + rng.randrange(VOCAB_WORDS) for _ in range(BLOCK_TOKENS)]
-            self._blocks[block_id] = ids
-        return ids
+            block = [self._words[rng.randrange(len(self._words))] for _ in range(BLOCK_TOKENS)]
+            self._blocks[block_id] = block
+        return block
 
     def prompt(self, block_ids: tuple[int, ...], tokens: int) -> str:
-        ids: list[int] = []
+        words: list[str] = []
         for block_id in block_ids:
-            ids += self._block(block_id)
-            if len(ids) >= tokens:
+            words += self._block(block_id)
+            if len(words) >= tokens:
                 break
-        while len(ids) < tokens:  # more tokens than blocks: repeat the last one
-            ids += self._block(block_ids[-1])
-        return self._tokenizer.decode(ids[:tokens])
+        while len(words) < tokens:  # more tokens than blocks: repeat the last one
+            words += self._block(block_ids[-1])
+        return "".join(words[:tokens])
 
 
 def _block_ids(request: SimRequest) -> tuple[int, ...]:
@@ -71,12 +81,13 @@ def _block_ids(request: SimRequest) -> tuple[int, ...]:
     return tuple(-(request.id * 4096 + b + 1) for b in range(blocks))
 
 
-def plan(requests: list[SimRequest], salt: int) -> list[PlannedRequest]:
-    """The requests as prompts to send, arrival times shifted to start at 0."""
+def plan(requests: list[SimRequest], salt: int, words: Sequence[str] | None = None) -> list[PlannedRequest]:
+    """The requests as prompts to send (in `words`, see `PromptWriter`), arrival times shifted to
+    start at 0."""
     if not requests:
         return []
     t0 = min(r.arrival for r in requests)
-    writer = PromptWriter(salt)
+    writer = PromptWriter(salt, words)
     position = {r.id: i for i, r in enumerate(requests)}
     return [
         PlannedRequest(

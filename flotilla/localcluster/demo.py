@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 
@@ -50,8 +50,18 @@ class DemoOptions:
     """Where summary.json, requests.json and summary.png go."""
     keep_running: bool = True
     """Wait for Ctrl-C after the summary (False: clean up and exit)."""
-    ready_timeout_s: float = 120.0
+    ready_timeout_s: float | None = None
+    """How long the fleets may take to serve (None: 120 s with enginesim, 900 s with vLLM, whose
+    engines take a minute or more each to start on a shared 2-core machine)."""
     name: str = DEMO_NAME
+    engine: Literal["enginesim", "vllm"] = "enginesim"
+    """What serves each pod: flotilla's simulated engine, or real vLLM (CPU) with a tiny local model."""
+
+    @property
+    def serve_timeout_s(self) -> float:
+        if self.ready_timeout_s is not None:
+            return self.ready_timeout_s
+        return 900.0 if self.engine == "vllm" else 120.0
 
 
 @dataclass

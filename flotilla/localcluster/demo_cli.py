@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from flotilla.localcluster.engines import EngineKind
+
 
 def demo(
     *,
@@ -21,6 +23,13 @@ def demo(
         bool, typer.Option("--keep-running/--exit", help="Wait for Ctrl-C after the summary, or exit.")
     ] = True,
     name: Annotated[str, typer.Option(help="Cluster name (its run dir).", hidden=True)] = "flotilla-demo",
+    engine: Annotated[
+        EngineKind,
+        typer.Option(
+            help="What serves each pod: real vLLM (CPU, a tiny local model; installed on first use, "
+            "about 3 minutes and 6 GB) or flotilla's simulated engine (fast, H100 timings)."
+        ),
+    ] = EngineKind.enginesim,
 ) -> None:
     """The whole system on a local default: control plane with KWOK GPU nodes, operator, placement,
     router, an engine per pod, the example fleets, a real trace replayed, a summary and a PNG."""
@@ -35,5 +44,6 @@ def demo(
             out=out,
             keep_running=keep_running,
             name=name,
+            engine=engine.value,
         )
     )

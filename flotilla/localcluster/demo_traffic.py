@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flotilla.loadgen.stream import send_streaming
-from flotilla.localcluster.demo_trace import PromptBuilder, TraceRequest
+from flotilla.localcluster.demo_trace import ENGINESIM_VOCAB, PromptBuilder, TraceRequest
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class RequestResult:
 
 
 async def _one(
-    client: httpx.AsyncClient, url: str, request: TraceRequest, prompt: str, started: float
+    client: httpx.AsyncClient, url: str, request: TraceRequest, prompt: list[int], started: float
 ) -> RequestResult:
     body = {
         "model": request.model,
@@ -65,10 +65,16 @@ async def _one(
 
 
 async def replay(
-    router_url: str, requests: Sequence[TraceRequest], console: Console, *, drain_timeout_s: float = 120.0
+    router_url: str,
+    requests: Sequence[TraceRequest],
+    console: Console,
+    *,
+    vocab: tuple[int, int] = ENGINESIM_VOCAB,
+    drain_timeout_s: float = 120.0,
 ) -> list[RequestResult]:
-    """Send every request at its time with a live progress bar; wait for all of them to finish."""
-    builder = PromptBuilder()
+    """Send every request at its time with a live progress bar; wait for all of them to finish.
+    Prompts are token ids from the engines' `vocab`."""
+    builder = PromptBuilder(vocab)
     prompts = [builder.prompt(r) for r in requests]  # built up front: no CPU spikes mid-replay
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
     timeout = httpx.Timeout(drain_timeout_s, connect=5.0)
@@ -86,7 +92,7 @@ async def replay(
             done_bar = progress.add_task("completed", total=len(requests), detail="")
             started = time.perf_counter()
 
-            async def fire(request: TraceRequest, prompt: str) -> None:
+            async def fire(request: TraceRequest, prompt: list[int]) -> None:
                 delay = request.at_s - (time.perf_counter() - started)
                 if delay > 0:
                     await asyncio.sleep(delay)

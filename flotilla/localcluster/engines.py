@@ -1,33 +1,56 @@
 """Engine processes for pods: one process per pod, bound to the pod's own IP and port.
 
 This is the local stand-in for a kubelet's container runtime. The command is pluggable
-(`EngineCommand`); the default runs flotilla's simulated vLLM-compatible engine, and a real
-vLLM command can be dropped in the day one runs here.
+(`EngineCommand`): `EngineSimCommand` runs flotilla's simulated vLLM-compatible engine (fast, for
+scale), `flotilla.vllmcpu.command.VllmCommand` real vLLM on the CPU with a tiny local model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
 import httpx
 
 from flotilla.localcluster.podendpoint import PodEndpoint
+from flotilla.localcluster.ports import free_port
 from flotilla.localcluster.process import ManagedProcess
 from flotilla.localcluster.readiness import wait_http_ok
 
 log = logging.getLogger(__name__)
 
 
-class EngineCommand(Protocol):
-    """Builds the argv that serves `endpoint.model` on `endpoint.ip:endpoint.port`."""
+class EngineKind(StrEnum):
+    """What serves a pod: flotilla's simulated engine, or real vLLM (CPU) with a local model."""
 
-    def __call__(self, endpoint: PodEndpoint) -> list[str]: ...
+    enginesim = "enginesim"
+    vllm = "vllm"
+
+
+@dataclass(frozen=True)
+class EngineLaunch:
+    """How to start one engine process: its argv and, if not inherited, its environment."""
+
+    argv: list[str]
+    env: Mapping[str, str] | None = None
+
+
+class EngineCommand(Protocol):
+    """Builds the process that serves `endpoint.model` on `endpoint.ip:endpoint.port`.
+
+    `ready_timeout_s` is how long the engine may take to answer its health check after start."""
+
+    @property
+    def ready_timeout_s(self) -> float: ...
+
+    def __call__(self, endpoint: PodEndpoint) -> EngineLaunch: ...
 
 
 @dataclass(frozen=True)
@@ -36,20 +59,23 @@ class EngineSimCommand:
 
     extra_args: Sequence[str] = ()
     python: str = sys.executable
+    ready_timeout_s: float = 60.0  # on a loaded 2-core machine a Python engine may take a while
 
-    def __call__(self, endpoint: PodEndpoint) -> list[str]:
-        return [
-            self.python,
-            "-m",
-            "flotilla.enginesim",
-            "--host",
-            endpoint.ip,
-            "--port",
-            str(endpoint.port),
-            "--model",
-            endpoint.model,
-            *self.extra_args,
-        ]
+    def __call__(self, endpoint: PodEndpoint) -> EngineLaunch:
+        return EngineLaunch(
+            [
+                self.python,
+                "-m",
+                "flotilla.enginesim",
+                "--host",
+                endpoint.ip,
+                "--port",
+                str(endpoint.port),
+                "--model",
+                endpoint.model,
+                *self.extra_args,
+            ]
+        )
 
 
 @dataclass
@@ -62,8 +88,9 @@ class RunningEngine:
 class EngineLauncher:
     """Starts, tracks and stops engine processes keyed by pod (namespace/name/uid).
 
-    `health_path` is polled after start until it answers 200 (within `ready_timeout_s`); an
-    engine that exits or never answers raises `ProcessFailed` with its log's tail.
+    `health_path` is polled after start until it answers 200 (within `ready_timeout_s`, by default
+    the command's own); an engine that exits or never answers raises `ProcessFailed` with its
+    log's tail.
     """
 
     def __init__(
@@ -71,12 +98,12 @@ class EngineLauncher:
         log_dir: Path,
         command: EngineCommand | None = None,
         *,
-        ready_timeout_s: float = 30.0,
+        ready_timeout_s: float | None = None,
         health_path: str = "/health",
     ) -> None:
         self.log_dir = log_dir
         self.command: EngineCommand = command or EngineSimCommand()
-        self.ready_timeout_s = ready_timeout_s
+        self.ready_timeout_s = ready_timeout_s or self.command.ready_timeout_s
         self.health_path = health_path
         self.engines: dict[str, RunningEngine] = {}
 
@@ -89,9 +116,11 @@ class EngineLauncher:
             if (other.endpoint.ip, other.endpoint.port) == (endpoint.ip, endpoint.port):
                 await self.stop(key)
         name = f"engine-{endpoint.namespace}-{endpoint.name}"
+        launch = self.command(endpoint)
         process = ManagedProcess(
             name=name,
-            argv=self.command(endpoint),
+            argv=launch.argv,
+            env=launch.env,
             log_path=self.log_dir / f"{name}-{endpoint.uid[:8]}.log",
         )
         process.start()
@@ -136,3 +165,18 @@ class EngineLauncher:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop_all()
+
+
+@contextlib.asynccontextmanager
+async def loopback_engines(
+    command: EngineCommand, *, count: int, model: str, log_dir: Path
+) -> AsyncIterator[list[str]]:
+    """`count` engines serving `model` on free ports of 127.0.0.1, for benchmarks: their URLs,
+    all of them healthy; stopped on exit."""
+    async with EngineLauncher(log_dir, command) as launcher:
+        endpoints = [
+            PodEndpoint("loopback", f"engine-{i}", f"{i:08d}", "127.0.0.1", free_port(), model)
+            for i in range(count)
+        ]
+        await asyncio.gather(*(launcher.start(e) for e in endpoints))
+        yield [e.url for e in endpoints]

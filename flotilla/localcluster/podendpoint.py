@@ -28,6 +28,8 @@ class PodEndpoint:
     model: str
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
+    """The engine container's command and args as rendered by the operator (vLLM's flags)."""
 
     @property
     def key(self) -> str:
@@ -53,11 +55,16 @@ def _port(container: Mapping[str, Any] | None) -> int:
     return int(ports[0]["containerPort"]) if ports else ENGINE_PORT
 
 
+def _argv(container: Mapping[str, Any] | None) -> list[str]:
+    container = container or {}
+    return [str(a) for a in (*(container.get("command") or []), *(container.get("args") or []))]
+
+
 def _model(pod: Mapping[str, Any], container: Mapping[str, Any] | None) -> str:
     labels = pod["metadata"].get("labels") or {}
     if LABEL_MODEL in labels:
         return str(labels[LABEL_MODEL])
-    args = [*((container or {}).get("command") or []), *((container or {}).get("args") or [])]
+    args = _argv(container)
     for flag in MODEL_FLAGS:
         for i, arg in enumerate(args):
             if arg == flag and i + 1 < len(args):
@@ -92,4 +99,5 @@ def endpoint_from_pod(pod: Mapping[str, Any]) -> PodEndpoint | None:
         model=_model(pod, container),
         labels=dict(meta.get("labels") or {}),
         annotations=dict(meta.get("annotations") or {}),
+        args=tuple(_argv(container)),
     )

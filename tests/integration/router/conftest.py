@@ -7,15 +7,12 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
-from prometheus_client import CollectorRegistry
 
 from flotilla.enginesim.process import EngineProcess, free_port, start_engine
-from flotilla.router.app import Router, build_discovery
+from flotilla.router.app import Router
 from flotilla.router.config import RouterConfig
-from flotilla.router.policies import PolicyRegistry
+from flotilla.testing import routers
 
 MODEL = "sim"
 StartEngines = Callable[..., Awaitable[list[EngineProcess]]]
@@ -47,33 +44,6 @@ def _router_config(engines: Sequence[EngineProcess], **overrides: Any) -> Router
     return RouterConfig.model_validate(data)
 
 
-@contextlib.asynccontextmanager
-async def _serve_router(
-    config: RouterConfig, policies: PolicyRegistry | None = None, **router_kwargs: Any
-) -> AsyncIterator[tuple[Router, str]]:
-    router = Router(
-        config, build_discovery(config), registry=CollectorRegistry(), policies=policies, **router_kwargs
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            router.app(), host=config.host, port=config.port, log_level="warning", access_log=False
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    url = f"http://{config.host}:{config.port}"
-    async with httpx.AsyncClient() as c:
-        for _ in range(200):
-            with contextlib.suppress(httpx.HTTPError):
-                if (await c.get(f"{url}/health")).status_code == 200:
-                    break
-            await asyncio.sleep(0.02)
-    try:
-        yield router, url
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-
-
 @pytest.fixture
 def router_config() -> Callable[..., RouterConfig]:
     """`router_config(engines, **overrides)`: a static config for these engines on a free port."""
@@ -83,4 +53,4 @@ def router_config() -> Callable[..., RouterConfig]:
 @pytest.fixture
 def serve_router() -> Callable[..., contextlib.AbstractAsyncContextManager[tuple[Router, str]]]:
     """`async with serve_router(config[, policies]) as (router, url)`: an in-process router on uvicorn."""
-    return _serve_router
+    return routers.serve_router

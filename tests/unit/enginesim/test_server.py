@@ -136,3 +136,18 @@ async def test_errors_are_openai_error_objects(client: tuple[httpx.AsyncClient, 
     huge = await c.post("/v1/completions", headers={"content-length": str(64 * 1024 * 1024)}, content=b"{}")
     assert huge.status_code == 413
     assert huge.json()["error"]["type"] == "RequestTooLargeError"
+
+
+async def test_detokenize_returns_the_text_of_token_ids(
+    client: tuple[httpx.AsyncClient, EngineServer],
+) -> None:
+    c, server = client
+    ids = server.engine.tokenizer.encode("hello wörld")
+    out = await c.post("/detokenize", json={"model": MODEL, "tokens": ids})
+    assert out.status_code == 200 and out.json() == {"prompt": "hello wörld"}
+    cut = ids[: ids.index(195) + 1]  # "ö" is two byte tokens: cut after the first of them
+    assert (await c.post("/detokenize", json={"model": MODEL, "tokens": cut})).json() == {
+        "prompt": "hello w\ufffd"
+    }
+    bad = await c.post("/detokenize", json={"model": MODEL, "tokens": ["x"]})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens"

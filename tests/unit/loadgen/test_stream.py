@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import httpx
 import orjson
 
-from flotilla.loadgen.stream import send_streaming
+from flotilla.loadgen.stream import aiter_sse_lines, send_streaming, sse_lines
 
 BODY = {"model": "m", "prompt": "ba", "max_tokens": 2, "stream": True}
 
@@ -123,3 +123,17 @@ async def test_a_malformed_event_is_recorded_not_raised() -> None:
     async with fake(lambda r: httpx.Response(200, content=b"data: {not json\n\n")) as client:
         result = await send_streaming(client, "http://x", BODY)
     assert isinstance(result.exception, orjson.JSONDecodeError) and not result.done
+
+
+async def test_lines_split_on_line_feeds_only() -> None:
+    """U+2028 and U+0085 are legal unescaped inside a JSON string: not line ends in SSE."""
+    text = 'data: {"t": "a\u2028b\u0085c"}\n\ndata: [DONE]\n\n'
+    assert sse_lines(text)[0] == 'data: {"t": "a\u2028b\u0085c"}'
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=text.encode())
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        async with client.stream("GET", "http://x/") as response:
+            lines = [line async for line in aiter_sse_lines(response)]
+    assert lines == sse_lines(text)[:-1] and orjson.loads(lines[0][6:])["t"] == "a\u2028b\u0085c"

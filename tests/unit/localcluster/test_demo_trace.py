@@ -6,8 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flotilla.enginesim.tokenizer import Tokenizer
-from flotilla.localcluster.demo_trace import BLOCK_TOKENS, PromptBuilder, TraceFit, TraceRequest, load_trace
+import pytest
+
+from flotilla.enginesim.tokenizer import FIRST_WORD_ID, Tokenizer
+from flotilla.localcluster.demo_trace import (
+    BLOCK_TOKENS,
+    ENGINESIM_VOCAB,
+    VLLM_VOCAB,
+    PromptBuilder,
+    TraceFit,
+    TraceRequest,
+    load_trace,
+)
 
 
 def write_trace(path: Path, rows: list[dict[str, object]]) -> Path:
@@ -38,17 +48,23 @@ def test_window_rate_scale_caps_and_model_split(tmp_path: Path) -> None:
     assert len(fast) == 4 and fast[-1].at_s == 1.25
 
 
-def test_prompts_have_exact_lengths_and_share_prefixes() -> None:
-    tokenizer = Tokenizer()
-    builder = PromptBuilder()
+@pytest.mark.parametrize("vocab", [ENGINESIM_VOCAB, VLLM_VOCAB])
+def test_prompts_have_exact_lengths_and_share_prefixes(vocab: tuple[int, int]) -> None:
+    builder = PromptBuilder(vocab)
     a = TraceRequest(0.0, "m", 2 * BLOCK_TOKENS + 7, 1, (0, 1, 2))
     b = TraceRequest(0.0, "m", 3 * BLOCK_TOKENS, 1, (0, 1, 9))
     short = TraceRequest(0.0, "m", 5, 1, ())
     long_ = TraceRequest(0.0, "m", 3 * BLOCK_TOKENS, 1, (5,))
-    ids_a, ids_b = tokenizer.encode(builder.prompt(a)), tokenizer.encode(builder.prompt(b))
+    ids_a, ids_b = builder.prompt(a), builder.prompt(b)
     assert len(ids_a) == a.input_tokens and len(ids_b) == b.input_tokens
     assert ids_a[: 2 * BLOCK_TOKENS] == ids_b[: 2 * BLOCK_TOKENS]
     assert ids_a[2 * BLOCK_TOKENS :] != ids_b[2 * BLOCK_TOKENS : 2 * BLOCK_TOKENS + 7]
-    assert len(tokenizer.encode(builder.prompt(short))) == 5
-    assert len(tokenizer.encode(builder.prompt(long_))) == 3 * BLOCK_TOKENS
-    assert builder.prompt(a) == PromptBuilder().prompt(a)  # deterministic across runs
+    assert len(builder.prompt(short)) == 5
+    assert len(builder.prompt(long_)) == 3 * BLOCK_TOKENS
+    assert all(vocab[0] <= t < vocab[1] for t in ids_a + ids_b)
+    assert builder.prompt(a) == PromptBuilder(vocab).prompt(a)  # deterministic across runs
+
+
+def test_enginesim_prompts_are_its_words() -> None:
+    ids = PromptBuilder().prompt(TraceRequest(0.0, "m", 64, 1, (3,)))
+    assert Tokenizer().is_valid(ids) and all(t >= FIRST_WORD_ID for t in ids)

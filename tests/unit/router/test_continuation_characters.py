@@ -1,0 +1,179 @@
+"""Slice boundaries inside multi-byte characters, against a scripted engine that behaves as vLLM 0.32
+does: a token that ends mid-character streams its id with no text, tokens are merged into one event
+when the engine's writer falls behind, `/detokenize` decodes ids, and a continuation whose prompt
+ends mid-character repeats the prompt's text in its first event (tokenizers' DecodeStream primed
+with such a prompt). The router must still return exactly the unsliced text and ids, and stop at
+the token that completes a stop string."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from flotilla.router.admission import Admission, PolicyBook
+from flotilla.router.continuation import SliceRunner
+from flotilla.router.instances import InstanceSpec, InstanceTable
+from flotilla.router.metrics import RouterMetrics
+from flotilla.router.policies import RequestFeatures, default_registry
+from flotilla.router.slicing import RebalanceParams, slice_budget
+
+PROMPT = [1, 2, 3]
+ECHO = "<prompt text>"
+
+
+def script(length: int) -> list[tuple[int, str]]:
+    """The engine's unsliced greedy output: (token id, text of its event). Every third token
+    starts a two-token character (no text), the next one completes it."""
+    out: list[tuple[int, str]] = []
+    for i in range(length):
+        if i % 3 == 1:
+            out.append((100 + i, ""))
+        elif i % 3 == 2:
+            out.append((100 + i, "é" + str(i)))
+        else:
+            out.append((100 + i, f" w{i}"))
+    return out
+
+
+class Response:
+    def __init__(self, events: list[dict[str, Any]], status: int = 200, body: bytes = b"") -> None:
+        self.status = status
+        self.content_type = "text/event-stream"
+        self._events = events
+        self._body = body
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for ev in self._events:
+            yield b"data: " + orjson.dumps(ev) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    async def read(self) -> bytes:
+        return self._body
+
+    def abort(self) -> None:
+        pass
+
+
+class ScriptedEngine:
+    """Continues `script` from wherever the prompt's generated part leaves it; `merge` tokens go
+    into one event; `detokenize=False`: an engine without that endpoint (404)."""
+
+    def __init__(self, length: int, *, merge: int = 1, detokenize: bool = True) -> None:
+        self.tokens = script(length)
+        self.text_of = dict(self.tokens)
+        self.merge = merge
+        self.detokenize = detokenize
+        self.calls: list[list[int]] = []
+
+    def decode(self, ids: list[int]) -> str:
+        """From a whole character on: an incomplete last character decodes to U+FFFD."""
+        text = "".join(self.text_of[t] for t in ids)
+        return text + ("\ufffd" if ids and not self.text_of[ids[-1]] else "")
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        req = orjson.loads(body)
+        if url.endswith("/detokenize"):
+            if not self.detokenize:
+                return Response([], status=404, body=b'{"detail": "Not Found"}')
+            return Response([], body=orjson.dumps({"prompt": self.decode(req["tokens"])}))
+        prompt = req["prompt"] if isinstance(req["prompt"], list) else PROMPT
+        self.calls.append(prompt)
+        done = len(prompt) - len(PROMPT)
+        assert prompt[len(PROMPT) :] == [t for t, _ in self.tokens[:done]], "continued from other ids"
+        mid_character = done > 0 and self.text_of[prompt[-1]] == ""
+        out = self.tokens[done : done + req["max_tokens"]]
+        events: list[dict[str, Any]] = []
+        for start in range(0, len(out), self.merge):
+            group = out[start : start + self.merge]
+            text = "".join(t for _, t in group)
+            if mid_character and text:
+                text, mid_character = ECHO + text, False
+            end = done + start + len(group)
+            fin = "stop" if end == len(self.tokens) else "length" if end == done + req["max_tokens"] else None
+            choice: dict[str, Any] = {"text": text, "token_ids": [t for t, _ in group], "finish_reason": fin}
+            if start == 0:
+                choice["prompt_token_ids"] = prompt
+            events.append({"id": "cmpl-1", "created": 1, "model": "m", "choices": [choice]})
+        return Response(events)
+
+
+def runner(engine: ScriptedEngine) -> SliceRunner:
+    table = InstanceTable(default_max_inflight=4)
+    table.update([InstanceSpec(id="i0", url="http://e0", model="m")])
+    metrics = RouterMetrics(CollectorRegistry())
+    admission = Admission(
+        table, PolicyBook(default_registry(), "least_request", {}), metrics, rng=random.Random(0)
+    )
+    return SliceRunner(
+        admission, engine, metrics, rebalance=RebalanceParams(), max_attempts=2, on_eject=lambda _: None
+    )  # type: ignore[arg-type]
+
+
+async def run(
+    slice_tokens: int, engine: ScriptedEngine, max_tokens: int | None = None, stop: str | None = None
+) -> tuple[str, list[int], str | None]:
+    slicer = runner(engine)
+    features = RequestFeatures(model="m", prompt_tokens=3, max_tokens=max_tokens)
+    body: dict[str, Any] = {"model": "m", "prompt": "abc"}
+    body |= {"max_tokens": max_tokens} if max_tokens else {}
+    body |= {"stop": [stop]} if stop else {}
+    gen = slicer.generation("completion", body, features, slice_tokens)
+    text, ids, finish = "", [], None
+    async for piece in slicer.pieces(gen, "r", {}):
+        text += piece.text
+        ids += piece.token_ids
+        finish = piece.finish_reason or finish
+    return text, ids, finish
+
+
+@pytest.mark.parametrize("merge", [1, 2, 3])
+@pytest.mark.parametrize("slice_tokens", [1, 2, 3, 4, 5])
+async def test_sliced_text_and_ids_equal_unsliced(slice_tokens: int, merge: int) -> None:
+    whole = script(20)
+    text, ids, finish = await run(slice_tokens, ScriptedEngine(20, merge=merge))
+    assert ECHO not in text
+    assert text == "".join(t for _, t in whole)
+    assert ids == [t for t, _ in whole]
+    assert finish == "stop"
+
+
+@pytest.mark.parametrize("slice_tokens", [1, 2, 4])
+async def test_without_detokenize_unmerged_events_still_suffice(slice_tokens: int) -> None:
+    whole = script(20)
+    text, ids, _ = await run(slice_tokens, ScriptedEngine(20, detokenize=False))
+    assert text == "".join(t for _, t in whole) and ids == [t for t, _ in whole]
+
+
+@pytest.mark.parametrize("max_tokens", [1, 2, 3, 7, 8])
+async def test_limit_inside_a_character_ends_the_request(max_tokens: int) -> None:
+    """A client limit that falls inside a character ends there, as unsliced (no text for it),
+    rather than regenerating the same textless tail forever."""
+    whole = script(20)[:max_tokens]
+    text, ids, finish = await run(2, ScriptedEngine(20, merge=2), max_tokens)
+    assert ids == [t for t, _ in whole]
+    assert text == "".join(t for _, t in whole)
+    assert finish == "length"
+
+
+@pytest.mark.parametrize("merge", [1, 3])
+@pytest.mark.parametrize("slice_tokens", [3, 4, 16])
+async def test_stop_inside_a_merged_event_ends_at_its_token(slice_tokens: int, merge: int) -> None:
+    """The stop string "é5 w6" is completed by token 6, whatever tokens its event also holds."""
+    whole = script(20)
+    text, ids, finish = await run(slice_tokens, ScriptedEngine(20, merge=merge), stop="é5 w6")
+    full = "".join(t for _, t in whole)
+    assert text == full[: full.index("é5 w6")]
+    assert ids == [t for t, _ in whole[:7]]
+    assert finish == "stop"
+
+
+def test_budget_gives_room_past_regenerated_tokens() -> None:
+    assert slice_budget(4, None) == 4
+    assert slice_budget(4, None, redo=4) == 5  # a slice of only textless tokens still advances
+    assert slice_budget(4, 3, redo=4) == 3  # never past the client's own limit
+    assert slice_budget(4, 2) == 2
