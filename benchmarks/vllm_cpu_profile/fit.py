@@ -77,7 +77,8 @@ def main() -> None:
         hardware=f"vLLM {meta['vllm']} on one CPU core ({meta['cpu']}), torch {meta['torch']}",
         source=(
             f"benchmarks/vllm_cpu_profile: {len(steps.seconds)} engine steps of vLLM's own engine "  # type: ignore[attr-defined]
-            "(in-process, wall time of LLMEngine.step: scheduling, model, sampling, detokenizing), "
+            "(served as the benchmarks serve it, timed from its token stream: scheduling, model, "
+            "sampling, detokenizing, the hand-offs between vLLM's processes and the HTTP stream), "
             f"fitted by fit.py; RMS relative error {err['rms_rel']:.1%}, max {err['max_abs_rel']:.1%}."
         ),
         coefficients=StepCoefficients(**coefficients, compute_knee_tokens=knee or 0),

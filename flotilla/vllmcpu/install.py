@@ -49,7 +49,10 @@ def cache_root() -> Path:
 
 
 def _digest(name: str) -> str:
-    return hashlib.sha256(_PACKAGE.joinpath(name).read_bytes()).hexdigest()[:10]
+    """A hash of a packaged file's content, comment lines left out (editing them installs nothing)."""
+    lines = _PACKAGE.joinpath(name).read_text().splitlines()
+    content = "\n".join(line for line in lines if not line.startswith("#"))
+    return hashlib.sha256(content.encode()).hexdigest()[:10]
 
 
 MODEL_SIZES = ("tiny", "bench")

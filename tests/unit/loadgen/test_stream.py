@@ -133,7 +133,9 @@ async def test_lines_split_on_line_feeds_only() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=text.encode())
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        async with client.stream("GET", "http://x/") as response:
-            lines = [line async for line in aiter_sse_lines(response)]
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client,
+        client.stream("GET", "http://x/") as response,
+    ):
+        lines = [line async for line in aiter_sse_lines(response)]
     assert lines == sse_lines(text)[:-1] and orjson.loads(lines[0][6:])["t"] == "a\u2028b\u0085c"
