@@ -20,7 +20,8 @@ or of none of its own text may not. So such ids are held (`slicing.PendingIds`) 
 character is certain; at the next slice, the engine's `/detokenize` tells how many of them end in
 an incomplete character, and those are generated again, from a prompt that ends on a whole
 character: greedy decoding gives the same tokens, and sampling draws tokens the client never saw
-(text goes out as it comes; only ids wait). The same lookup finds, when a stop string completes
+(text goes out as it comes; only ids wait). The lookup asks the instance that runs the next slice;
+if that one cannot be reached, the slice fails over before anything is settled. The same lookup finds, when a stop string completes
 inside a merged event, the token that completed it, so ids and usage match the unsliced run.
 """
 
@@ -318,13 +319,16 @@ class SliceRunner:
     async def _detokenize(
         self, url: str, gen: Generation, ids: list[int], headers: Mapping[str, str]
     ) -> str | None:
-        """The engine's own text for `ids` (vLLM's `/detokenize`); None if it cannot tell."""
+        """The engine's own text for `ids` (vLLM's `/detokenize`); None if it has no such endpoint
+        or answers something else. An engine that cannot be reached raises `EngineUnreachable`:
+        the caller fails over and asks another, rather than guessing from an engine that died
+        (a guess that keeps an incomplete character makes vLLM echo the prompt, see above)."""
         body = orjson.dumps({"model": gen.body.get("model"), "tokens": ids})
+        resp = await self._client.post(url + "/detokenize", body, headers)
+        data = await resp.read()
         try:
-            resp = await self._client.post(url + "/detokenize", body, headers)
-            data = await resp.read()
             text = orjson.loads(data).get("prompt") if resp.status == 200 else None
-        except (EngineUnreachable, aiohttp.ClientError, orjson.JSONDecodeError, AttributeError):
+        except (orjson.JSONDecodeError, AttributeError):
             return None
         return text if isinstance(text, str) else None
 
@@ -367,7 +371,12 @@ class SliceRunner:
         if exact:
             return candidates
         for upto in range(1, len(candidates)):
-            decoded = await self._detokenize(url, gen, candidates[:upto], headers)
+            try:
+                decoded = await self._detokenize(url, gen, candidates[:upto], headers)
+            except EngineUnreachable:
+                # The request ends here whatever: its text is exact, only a few ids generated
+                # past the stop string may be counted (as if the engine had no `/detokenize`).
+                break
             if decoded is None:
                 break
             if len(decoded.rstrip(REPLACEMENT)) >= chars:

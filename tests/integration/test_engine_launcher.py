@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flotilla.localcluster.engines import EngineLauncher
+from flotilla.localcluster.engines import EngineLaunch, EngineLauncher
 from flotilla.localcluster.podendpoint import PodEndpoint
 from flotilla.localcluster.ports import free_port
 from flotilla.localcluster.process import ProcessFailed
@@ -50,10 +50,17 @@ async def test_engine_serves_completions_at_the_pod_ip_and_stops(tmp_path: Path)
                 await client.get(f"http://{ip}:{port}/health")
 
 
+class FailingEngine:
+    """An engine command whose process exits at once, as one without its accelerator would."""
+
+    ready_timeout_s = 30.0
+
+    def __call__(self, endpoint: PodEndpoint) -> EngineLaunch:
+        return EngineLaunch(["python3", "-c", "raise SystemExit('no GPU here')"])
+
+
 async def test_engine_that_cannot_start_fails_with_its_log(tmp_path: Path) -> None:
-    launcher = EngineLauncher(
-        tmp_path, command=lambda e: ["python3", "-c", "raise SystemExit('no GPU here')"]
-    )
+    launcher = EngineLauncher(tmp_path, command=FailingEngine())
     with pytest.raises(ProcessFailed, match="no GPU here"):
         await launcher.start(endpoint("uid-3", "127.128.200.9", 8000))
     assert launcher.engines == {}

@@ -21,6 +21,7 @@ from flotilla.router.instances import InstanceSpec, InstanceTable
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import RequestFeatures, default_registry
 from flotilla.router.slicing import RebalanceParams, slice_budget
+from flotilla.router.upstream import EngineUnreachable
 
 PROMPT = [1, 2, 3]
 ECHO = "<prompt text>"
@@ -63,11 +64,16 @@ class ScriptedEngine:
     """Continues `script` from wherever the prompt's generated part leaves it; `merge` tokens go
     into one event; `detokenize=False`: an engine without that endpoint (404)."""
 
-    def __init__(self, length: int, *, merge: int = 1, detokenize: bool = True) -> None:
+    def __init__(
+        self, length: int, *, merge: int = 1, detokenize: bool = True, first_dies: bool = False
+    ) -> None:
         self.tokens = script(length)
         self.text_of = dict(self.tokens)
         self.merge = merge
         self.detokenize = detokenize
+        self.first_dies = first_dies
+        """The instance that served the first slice dies right after it (a killed container)."""
+        self.dead: set[str] = set()
         self.calls: list[list[int]] = []
 
     def decode(self, ids: list[int]) -> str:
@@ -77,6 +83,12 @@ class ScriptedEngine:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
         req = orjson.loads(body)
+        instance = url.split("/v1/")[0].removesuffix("/detokenize")
+        if instance in self.dead:
+            raise EngineUnreachable("connection refused")
+        if self.first_dies and not url.endswith("/detokenize"):
+            self.dead.add(instance)
+            self.first_dies = False
         if url.endswith("/detokenize"):
             if not self.detokenize:
                 return Response([], status=404, body=b'{"detail": "Not Found"}')
@@ -102,9 +114,9 @@ class ScriptedEngine:
         return Response(events)
 
 
-def runner(engine: ScriptedEngine) -> SliceRunner:
+def runner(engine: ScriptedEngine, instances: int = 1) -> SliceRunner:
     table = InstanceTable(default_max_inflight=4)
-    table.update([InstanceSpec(id="i0", url="http://e0", model="m")])
+    table.update([InstanceSpec(id=f"i{i}", url=f"http://e{i}", model="m") for i in range(instances)])
     metrics = RouterMetrics(CollectorRegistry())
     admission = Admission(
         table, PolicyBook(default_registry(), "least_request", {}), metrics, rng=random.Random(0)
@@ -115,9 +127,13 @@ def runner(engine: ScriptedEngine) -> SliceRunner:
 
 
 async def run(
-    slice_tokens: int, engine: ScriptedEngine, max_tokens: int | None = None, stop: str | None = None
+    slice_tokens: int,
+    engine: ScriptedEngine,
+    max_tokens: int | None = None,
+    stop: str | None = None,
+    instances: int = 1,
 ) -> tuple[str, list[int], str | None]:
-    slicer = runner(engine)
+    slicer = runner(engine, instances)
     features = RequestFeatures(model="m", prompt_tokens=3, max_tokens=max_tokens)
     body: dict[str, Any] = {"model": "m", "prompt": "abc"}
     body |= {"max_tokens": max_tokens} if max_tokens else {}
@@ -147,6 +163,22 @@ async def test_without_detokenize_unmerged_events_still_suffice(slice_tokens: in
     whole = script(20)
     text, ids, _ = await run(slice_tokens, ScriptedEngine(20, detokenize=False))
     assert text == "".join(t for _, t in whole) and ids == [t for t, _ in whole]
+
+
+@pytest.mark.parametrize("merge", [2, 3])
+@pytest.mark.parametrize("slice_tokens", [2, 3, 4, 5])
+async def test_engine_dead_when_its_held_ids_are_settled(slice_tokens: int, merge: int) -> None:
+    """The engine that served a slice dies before the next one: asking it which held ids end a
+    whole character fails, and the answer comes from the instance the request fails over to,
+    not from a guess (a guess that keeps half a character makes vLLM echo the prompt)."""
+    whole = script(20)
+    engine = ScriptedEngine(20, merge=merge, first_dies=True)
+    text, ids, finish = await run(slice_tokens, engine, instances=2)
+    assert engine.dead  # the fault happened
+    assert ECHO not in text
+    assert text == "".join(t for _, t in whole)
+    assert ids == [t for t, _ in whole]
+    assert finish == "stop"
 
 
 @pytest.mark.parametrize("max_tokens", [1, 2, 3, 7, 8])
