@@ -93,11 +93,17 @@ def _rust_arms(rows: list[ArmPooled], baseline: str) -> list[str]:
 def render(results: LiveResults) -> str:
     cfg = results.config
     e = cfg.engines
+    engines = (
+        f"{e.count} real vLLM (CPU) processes (the local `bench` model, one core each, "
+        f"max_num_seqs {e.max_num_seqs})"
+        if e.kind == "vllm"
+        else f"{e.count} enginesim processes (profile `{e.profile}`, time scale {e.time_scale:g}, "
+        f"max_num_seqs {e.max_num_seqs})"
+    )
     out = [
         "# Live benchmark results",
         "",
-        f"{e.count} enginesim processes (profile `{e.profile}`, time scale {e.time_scale:g}, "
-        f"max_num_seqs {e.max_num_seqs}); {cfg.rounds} round(s), arm order rotated each round; "
+        f"{engines}; {cfg.rounds} round(s), arm order rotated each round; "
         f"SLO TTFT <= {cfg.slo.ttft_s:g} s and TPOT <= {cfg.slo.tpot_s * 1000:g} ms. "
         f"Ratios are to `{cfg.baseline}`: pooled over rounds in bold, each round's in brackets.",
     ]
