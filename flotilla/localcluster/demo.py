@@ -22,7 +22,7 @@ import typer
 from flotilla.localcluster import demo_steps
 from flotilla.localcluster.binaries import BinariesMissing, ensure_binaries
 from flotilla.localcluster.controlplane import ClusterConfig, LocalCluster
-from flotilla.localcluster.demo_trace import DEFAULT_TRACE
+from flotilla.localcluster.demo_trace import DEFAULT_TRACE, TraceFit
 from flotilla.localcluster.engines import EngineLauncher
 from flotilla.localcluster.kubectl import Kubectl
 from flotilla.localcluster.process import ProcessFailed
@@ -43,7 +43,12 @@ class DemoOptions:
 
     duration_s: float = 60.0
     """Seconds of the trace to replay."""
-    rate_scale: float = 1.0
+    rate_scale: float | None = None
+    """Arrivals relative to the trace (None: 1, or 0.5 with vLLM)."""
+    max_input_tokens: int | None = None
+    """Prompts are cut here (None: 8192, or 1024 with vLLM)."""
+    max_output_tokens: int | None = None
+    """Answers are cut here (None: 1024, or 128 with vLLM)."""
     trace: Path = DEFAULT_TRACE
     examples: Path = Path("examples")
     out: Path = Path("build/demo")
@@ -56,6 +61,19 @@ class DemoOptions:
     name: str = DEMO_NAME
     engine: Literal["enginesim", "vllm"] = "enginesim"
     """What serves each pod: flotilla's simulated engine, or real vLLM (CPU) with a tiny local model."""
+
+    @property
+    def fit(self) -> TraceFit:
+        """How the trace is fitted to the engines. Five real vLLM processes share two CPU cores
+        here, about 1/50 of what the trace's H100s serve: unscaled, a minute of Mooncake queues
+        most requests past the client's timeout, so vLLM gets a lighter default."""
+        vllm = self.engine == "vllm"
+        return TraceFit(
+            duration_s=self.duration_s,
+            rate_scale=self.rate_scale if self.rate_scale is not None else 0.5 if vllm else 1.0,
+            max_input_tokens=self.max_input_tokens or (1024 if vllm else 8192),
+            max_output_tokens=self.max_output_tokens or (128 if vllm else 1024),
+        )
 
     @property
     def serve_timeout_s(self) -> float:

@@ -13,7 +13,15 @@ from flotilla.localcluster.engines import EngineKind
 def demo(
     *,
     duration: Annotated[float, typer.Option(help="Seconds of the trace to replay.")] = 60.0,
-    rate_scale: Annotated[float, typer.Option(help="Arrival rate relative to the trace.")] = 1.0,
+    rate_scale: Annotated[
+        float | None, typer.Option(help="Arrival rate relative to the trace [default: 1, vLLM 0.5].")
+    ] = None,
+    max_prompt_tokens: Annotated[
+        int | None, typer.Option(help="Prompts are cut here [default: 8192, vLLM 1024].")
+    ] = None,
+    max_output_tokens: Annotated[
+        int | None, typer.Option(help="Answers are cut here [default: 1024, vLLM 128].")
+    ] = None,
     trace: Annotated[Path, typer.Option(help="Mooncake-format trace (jsonl).")] = Path(
         "../shared/data/traces/mooncake_conversation_trace.jsonl"
     ),
@@ -39,6 +47,8 @@ def demo(
         DemoOptions(
             duration_s=duration,
             rate_scale=rate_scale,
+            max_input_tokens=max_prompt_tokens,
+            max_output_tokens=max_output_tokens,
             trace=trace,
             examples=examples,
             out=out,

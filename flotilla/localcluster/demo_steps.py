@@ -216,12 +216,12 @@ async def replay_and_report(ctx: DemoContext) -> None:
     from rich.console import Console
 
     from flotilla.localcluster.demo_report import InstanceLoad, print_summary, summarize, write_outputs
-    from flotilla.localcluster.demo_trace import ENGINESIM_VOCAB, VLLM_VOCAB, TraceFit, load_trace
+    from flotilla.localcluster.demo_trace import ENGINESIM_VOCAB, VLLM_VOCAB, load_trace
     from flotilla.localcluster.demo_traffic import replay
 
     assert ctx.router_url is not None and ctx.launcher is not None
     models = [f["spec"]["model"]["name"] for f in ctx.fleets]
-    fit = TraceFit(duration_s=ctx.options.duration_s, rate_scale=ctx.options.rate_scale)
+    fit = ctx.options.fit
     # Off the loop: parsing the trace and drawing the PNG take a while; the engine watcher runs here.
     requests = await asyncio.to_thread(load_trace, ctx.options.trace, models, fit)
     pods = await fleet_pods(ctx)

@@ -68,3 +68,13 @@ def test_prompts_have_exact_lengths_and_share_prefixes(vocab: tuple[int, int]) -
 def test_enginesim_prompts_are_its_words() -> None:
     ids = PromptBuilder().prompt(TraceRequest(0.0, "m", 64, 1, (3,)))
     assert Tokenizer().is_valid(ids) and all(t >= FIRST_WORD_ID for t in ids)
+
+
+def test_demo_fits_the_trace_to_the_engine_unless_told() -> None:
+    from flotilla.localcluster.demo import DemoOptions
+
+    sim, vllm = DemoOptions().fit, DemoOptions(engine="vllm").fit
+    assert (sim.rate_scale, sim.max_input_tokens, sim.max_output_tokens) == (1.0, 8192, 1024)
+    assert (vllm.rate_scale, vllm.max_input_tokens, vllm.max_output_tokens) == (0.5, 1024, 128)
+    told = DemoOptions(engine="vllm", rate_scale=2.0, max_input_tokens=300, duration_s=5.0).fit
+    assert (told.rate_scale, told.max_input_tokens, told.duration_s) == (2.0, 300, 5.0)
