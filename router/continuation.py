@@ -21,8 +21,9 @@ character is certain; at the next slice, the engine's `/detokenize` tells how ma
 an incomplete character, and those are generated again, from a prompt that ends on a whole
 character: greedy decoding gives the same tokens, and sampling draws tokens the client never saw
 (text goes out as it comes; only ids wait). The lookup asks the instance that runs the next slice;
-if that one cannot be reached, the slice fails over before anything is settled. The same lookup finds, when a stop string completes
-inside a merged event, the token that completed it, so ids and usage match the unsliced run.
+if that one cannot be reached, the slice fails over before anything is settled. The same lookup
+finds, when a stop string completes inside a merged event, the token that completed it, so ids and
+usage match the unsliced run.
 """
 
 from __future__ import annotations

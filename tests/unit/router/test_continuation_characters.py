@@ -83,7 +83,7 @@ class ScriptedEngine:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
         req = orjson.loads(body)
-        instance = url.split("/v1/")[0].removesuffix("/detokenize")
+        instance = url.split("/v1/", maxsplit=1)[0].removesuffix("/detokenize")
         if instance in self.dead:
             raise EngineUnreachable("connection refused")
         if self.first_dies and not url.endswith("/detokenize"):
