@@ -281,7 +281,8 @@ async def test_engine_killed_mid_stream_continues_on_another(
 ) -> None:
     """SIGKILL the vLLM process group serving a streamed request (a container killed): the client's
     stream continues on the other pod and the whole answer equals the unfaulted one. Runs last: the
-    killed engine is restarted by the rig (about a minute)."""
+    killed engine stays down (restarting it, a minute of vLLM start, is the rig's job, which the
+    chaos suite checks)."""
     req = body("completion", 8, max_tokens=600)
     reference = await direct(client, vllm_rig, "completion", req, stream=True)
     failovers = await vllm_rig.router_counter(
@@ -295,10 +296,10 @@ async def test_engine_killed_mid_stream_continues_on_another(
             raw += chunk
             if killed is None and raw.count(b"token_ids") >= 3 * S:
                 killed = await serving_pod(vllm_rig)
+                vllm_rig.no_restart.add(vllm_rig.engine_key(killed))
                 os.killpg(vllm_rig.engine_of(killed).pid, signal.SIGKILL)
     got = answer("completion", httpx.Response(200, content=raw), stream=True)
     assert killed is not None
     assert got == reference  # same text, ids, usage and finish: the cut was invisible
     after = await vllm_rig.router_counter("flotilla_router_slices_total", model=MODEL, placement="failover")
     assert after == failovers + 1
-    await vllm_rig.wait_serving(timeout_s=600)
