@@ -20,8 +20,12 @@ or of none of its own text may not. So such ids are held (`slicing.PendingIds`) 
 character is certain; at the next slice, the engine's `/detokenize` tells how many of them end in
 an incomplete character, and those are generated again, from a prompt that ends on a whole
 character: greedy decoding gives the same tokens, and sampling draws tokens the client never saw
-(text goes out as it comes; only ids wait). The lookup asks the instance that runs the next slice;
-if that one cannot be reached, the slice fails over before anything is settled. The same lookup
+(text goes out as it comes; only ids wait). Special tokens (`<unk>`, which a random model
+generates) need care: the stream skips their text and `/detokenize` spells it out, so half a
+character followed by `<unk>` looks whole there while a prompt ending so still echoes; such ids
+are recognised and left out of the lookups (`SliceRunner._streamed_text`). The lookup asks the
+instance that runs the next slice; if that one cannot be reached, the slice fails over before
+anything is settled. The same lookup
 finds, when a stop string completes inside a merged event, the token that completed it, so ids and
 usage match the unsliced run.
 """
@@ -62,6 +66,11 @@ MAX_CHARACTER_TOKENS = 8
 # Stop strings are the router's alone (`StopScanner`): an engine checking them would hold back
 # text it has generated tokens for, and a slice lost mid-way would lose that text with it.
 _NOT_SENT = ("max_completion_tokens", "stream_options", "stop")
+
+
+def _squeezed(text: str) -> str:
+    """Text without whitespace: `/detokenize` may clean up spaces (" ." -> ".") that the stream keeps."""
+    return "".join(text.split())
 
 
 class SliceFailed(Exception):
@@ -121,6 +130,9 @@ class Generation:
     """Generated ids not yet known to end on a whole character (see the module docstring)."""
     redo: int = 0
     """Ids the last slice ended with inside a character: dropped, to be generated again."""
+    specials: set[int] = field(default_factory=set)
+    not_special: set[int] = field(default_factory=set)
+    """Held ids found to be special tokens, or not (`SliceRunner._streamed_text`)."""
     slices: int = 0
     last_lease: Lease | None = None
     first_piece_at: float | None = None
@@ -324,6 +336,8 @@ class SliceRunner:
         or answers something else. An engine that cannot be reached raises `EngineUnreachable`:
         the caller fails over and asks another, rather than guessing from an engine that died
         (a guess that keeps an incomplete character makes vLLM echo the prompt, see above)."""
+        if not ids:
+            return ""
         body = orjson.dumps({"model": gen.body.get("model"), "tokens": ids})
         resp = await self._client.post(url + "/detokenize", body, headers)
         data = await resp.read()
@@ -333,24 +347,46 @@ class SliceRunner:
             return None
         return text if isinstance(text, str) else None
 
+    async def _streamed_text(
+        self, url: str, gen: Generation, ids: list[int], headers: Mapping[str, str]
+    ) -> str | None:
+        """The text the stream shows for `ids`: `/detokenize` keeps special tokens (`<unk>`) that
+        the stream skips, so those are left out. A held id that came alone with no text is special
+        if it decodes, on its own, to whole text: a token that ends inside a character decodes to
+        U+FFFD at its end, and any other would have released text. (Special tokens inside merged
+        events stay unknown; `_settle` copes by matching the streamed text.)"""
+        for t in gen.pending.alone - gen.specials - gen.not_special:
+            alone = await self._detokenize(url, gen, [t], headers)
+            if alone is None:
+                return None
+            (gen.specials if alone and not alone.endswith(REPLACEMENT) else gen.not_special).add(t)
+        return await self._detokenize(url, gen, [t for t in ids if t not in gen.specials], headers)
+
     async def _settle(self, gen: Generation, url: str, headers: Mapping[str, str]) -> list[int]:
-        """Resolve the held ids before the next slice: keep those that end on a whole character
-        (returned, for release) and drop the rest, which the next slice generates again."""
-        held = gen.pending.ids
-        partial = gen.pending.textless_tail  # without /detokenize: ids of events that had no text
-        for drop in range(min(len(held), MAX_CHARACTER_TOKENS) + 1):
-            if drop == len(held):
-                partial = drop
-                break
-            text = await self._detokenize(url, gen, held[: len(held) - drop], headers)
-            if text is None:
-                break
-            if not text.endswith(REPLACEMENT):
-                partial = drop
-                break
-        kept = gen.pending.take()
-        kept = kept[: len(kept) - partial]
-        gen.redo = partial
+        """Resolve the held ids before the next slice: keep those through the one whose text the
+        engine last streamed (returned, for release) and drop the rest, which the next slice
+        generates again. The kept ids end where the engine itself found a whole character; any
+        later id streamed no text, so generating it again shows the client nothing twice.
+
+        Which held id streamed the text last is plain for one-id events; inside a merged event
+        the engine's decoding tells: the longest prefix whose text ends with the held text and not
+        in an incomplete character. Not merely the longest prefix that ends on a whole character:
+        a special token after half a character (`[符 + lead byte, <unk>]`) looks whole to
+        `/detokenize`, yet a prompt ending so still makes vLLM echo it."""
+        held, text = gen.pending.ids, gen.pending.text
+        keep = 0  # no held event streamed text: all of them are generated again
+        if text:
+            last = len(held) - gen.pending.textless_tail  # through the last event with text
+            keep = last  # the estimate without `/detokenize`: that event whole
+            for k in range(last, max(0, last - MAX_CHARACTER_TOKENS), -1):
+                decoded = await self._streamed_text(url, gen, held[:k], headers)
+                if decoded is None:
+                    break
+                if _squeezed(decoded).endswith(_squeezed(text)) and not decoded.endswith(REPLACEMENT):
+                    keep = k
+                    break
+        kept = gen.pending.take()[:keep]
+        gen.redo = len(held) - keep
         gen.generated.extend(kept)
         return kept
 
@@ -367,22 +403,27 @@ class SliceRunner:
         """The held ids and this event's, up to the token that completed the stop string, which
         ends `through` characters into the event's `text` (the rest were generated past it)."""
         exact = len(ids) == 1 and not gen.pending.ids and bool(text)
-        chars = len(gen.pending.text) + through
-        candidates = gen.pending.take() + ids
+        through_stop = _squeezed((gen.pending.text + text)[: len(gen.pending.text) + through])
         if exact:
-            return candidates
+            return gen.pending.take() + ids
+        candidates = gen.pending.ids + ids
+        found = candidates
         for upto in range(1, len(candidates)):
             try:
-                decoded = await self._detokenize(url, gen, candidates[:upto], headers)
+                decoded = await self._streamed_text(url, gen, candidates[:upto], headers)
             except EngineUnreachable:
                 # The request ends here whatever: its text is exact, only a few ids generated
                 # past the stop string may be counted (as if the engine had no `/detokenize`).
                 break
             if decoded is None:
                 break
-            if len(decoded.rstrip(REPLACEMENT)) >= chars:
-                return candidates[:upto]
-        return candidates
+            # The streamed text through the stop, not merely as long: a special token inside a
+            # merged event is spelled out by `/detokenize` (then all the ids count).
+            if _squeezed(decoded).startswith(through_stop):
+                found = candidates[:upto]
+                break
+        gen.pending.take()
+        return found
 
     def _steer(
         self, gen: Generation, budget: int

@@ -224,11 +224,16 @@ class PendingIds:
     textless_tail: int = 0
     """How many of the last held ids came in events without text (the estimate of what ends
     inside a character when the engine cannot detokenize)."""
+    alone: set[int] = field(default_factory=set)
+    """Held ids that came in an event of their own with no text: each ends inside a character,
+    or is a special token the stream skips (`continuation.py` tells which)."""
 
     def add(self, ids: list[int], text: str) -> list[int]:
         """Take one event; returns the ids now known to be complete (to release)."""
         if len(ids) == 1 and text:
             return self.take() + ids
+        if len(ids) == 1:
+            self.alone.add(ids[0])
         self.ids += ids
         self.text += text
         self.textless_tail = self.textless_tail + len(ids) if not text else 0
@@ -237,4 +242,5 @@ class PendingIds:
     def take(self) -> list[int]:
         """All held ids, and forget them."""
         out, self.ids, self.text, self.textless_tail = self.ids, [], "", 0
+        self.alone = set()
         return out

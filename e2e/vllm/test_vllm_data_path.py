@@ -151,6 +151,40 @@ async def test_slice_boundary_inside_a_multibyte_character(
     assert cases >= 3, "the tiny model should split characters over tokens (its tokenizer is trained to)"
 
 
+async def test_slice_boundary_after_a_special_token_inside_a_character(
+    vllm_rig: Rig, client: httpx.AsyncClient
+) -> None:
+    """The slice ends right after a special token that follows half a character (the tiny model
+    generates `符` plus a lead byte, then `<unk>`, for prompt 8). `/detokenize` keeps `<unk>`, so
+    those ids look whole there, but the stream skips it: a continuation from them would make
+    vLLM echo the prompt. The router generates both again and the answer equals the unsliced one."""
+    engine = engine_urls(vllm_rig)[0]
+    specials: set[int] = set()
+    for token in ("<unk>", "<s>", "</s>"):
+        r = await client.post(
+            engine + "/tokenize", json={"model": MODEL, "prompt": token, "add_special_tokens": False}
+        )
+        specials |= set(r.json()["tokens"])
+    for k in range(12):
+        req = body("completion", k, max_tokens=160)
+        reference = await direct(client, vllm_rig, "completion", req, stream=True)
+        ids = reference.ids or []
+        cuts = []
+        for j in range(1, len(ids) - 1):
+            if ids[j] in specials:
+                r = await client.post(engine + "/detokenize", json={"model": MODEL, "tokens": ids[:j]})
+                if r.json()["prompt"].endswith("\ufffd"):
+                    cuts.append(j + 1)
+        if cuts:
+            break
+    else:
+        raise AssertionError("the tiny model should generate a special token inside a character")
+    async with serve_router(static_config(vllm_rig, slice_tokens=cuts[0])) as (_, url):
+        for stream in (True, False):
+            got = await routed(client, url, "completion", req, stream=stream)
+            assert got == reference, (k, cuts[0], stream)
+
+
 @pytest.mark.parametrize("kind", ["completion", "chat"])
 async def test_stop_string_straddling_a_slice_boundary(
     vllm_rig: Rig, client: httpx.AsyncClient, kind: str

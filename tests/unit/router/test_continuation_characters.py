@@ -27,14 +27,22 @@ PROMPT = [1, 2, 3]
 ECHO = "<prompt text>"
 
 
-def script(length: int) -> list[tuple[int, str]]:
+SPECIAL = 7
+"""A special token (`<unk>`): the stream skips its text, `/detokenize` keeps it."""
+
+
+def script(length: int, *, specials: bool = False) -> list[tuple[int, str]]:
     """The engine's unsliced greedy output: (token id, text of its event). Every third token
-    starts a two-token character (no text), the next one completes it."""
+    starts a two-token character (no text), the next one completes it. With `specials`, a special
+    token (no text) comes between the two, as a random model generates them."""
     out: list[tuple[int, str]] = []
+    period = 4 if specials else 3
     for i in range(length):
-        if i % 3 == 1:
+        if i % period == 1:
             out.append((100 + i, ""))
-        elif i % 3 == 2:
+        elif specials and i % period == 2:
+            out.append((SPECIAL, ""))
+        elif i % period == period - 1:
             out.append((100 + i, "é" + str(i)))
         else:
             out.append((100 + i, f" w{i}"))
@@ -65,9 +73,15 @@ class ScriptedEngine:
     into one event; `detokenize=False`: an engine without that endpoint (404)."""
 
     def __init__(
-        self, length: int, *, merge: int = 1, detokenize: bool = True, first_dies: bool = False
+        self,
+        length: int,
+        *,
+        merge: int = 1,
+        detokenize: bool = True,
+        first_dies: bool = False,
+        specials: bool = False,
     ) -> None:
-        self.tokens = script(length)
+        self.tokens = script(length, specials=specials)
         self.text_of = dict(self.tokens)
         self.merge = merge
         self.detokenize = detokenize
@@ -76,10 +90,23 @@ class ScriptedEngine:
         self.dead: set[str] = set()
         self.calls: list[list[int]] = []
 
+    def incomplete(self, ids: list[int]) -> bool:
+        """Whether the ids' text, special tokens skipped (as the stream decodes), ends mid-character."""
+        real = [t for t in ids if t != SPECIAL]
+        return bool(real) and not self.text_of[real[-1]]
+
     def decode(self, ids: list[int]) -> str:
-        """From a whole character on: an incomplete last character decodes to U+FFFD."""
-        text = "".join(self.text_of[t] for t in ids)
-        return text + ("\ufffd" if ids and not self.text_of[ids[-1]] else "")
+        """As `/detokenize` does, from a whole character on: special tokens kept, an incomplete
+        character decodes to U+FFFD."""
+        text = ""
+        for i, t in enumerate(ids):
+            if t == SPECIAL:
+                text += (
+                    "\ufffd" if self.incomplete(ids[:i]) and not text.endswith("\ufffd") else ""
+                ) + "<unk>"
+            else:
+                text += self.text_of[t]
+        return text + ("\ufffd" if ids and ids[-1] != SPECIAL and not self.text_of[ids[-1]] else "")
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
         req = orjson.loads(body)
@@ -97,7 +124,7 @@ class ScriptedEngine:
         self.calls.append(prompt)
         done = len(prompt) - len(PROMPT)
         assert prompt[len(PROMPT) :] == [t for t, _ in self.tokens[:done]], "continued from other ids"
-        mid_character = done > 0 and self.text_of[prompt[-1]] == ""
+        mid_character = done > 0 and self.incomplete(prompt[len(PROMPT) :])
         out = self.tokens[done : done + req["max_tokens"]]
         events: list[dict[str, Any]] = []
         for start in range(0, len(out), self.merge):
@@ -181,6 +208,23 @@ async def test_engine_dead_when_its_held_ids_are_settled(slice_tokens: int, merg
     assert finish == "stop"
 
 
+@pytest.mark.parametrize("first_dies", [False, True])
+@pytest.mark.parametrize("merge", [1, 2, 3])
+@pytest.mark.parametrize("slice_tokens", [2, 3, 4, 5])
+async def test_special_token_after_half_a_character(slice_tokens: int, merge: int, first_dies: bool) -> None:
+    """A special token follows half a character (the CI failure with vLLM: `符` plus a lead byte,
+    then `<unk>`). `/detokenize` keeps `<unk>`, so those ids decode to a whole-looking text, but
+    the stream skips it and a prompt ending there still ends mid-character: both are generated
+    again, and no prompt is echoed."""
+    whole = script(24, specials=True)
+    engine = ScriptedEngine(24, merge=merge, specials=True, first_dies=first_dies)
+    text, ids, finish = await run(slice_tokens, engine, instances=2)
+    assert ECHO not in text
+    assert text == "".join(t for _, t in whole)
+    assert ids == [t for t, _ in whole]
+    assert finish == "stop"
+
+
 @pytest.mark.parametrize("max_tokens", [1, 2, 3, 7, 8])
 async def test_limit_inside_a_character_ends_the_request(max_tokens: int) -> None:
     """A client limit that falls inside a character ends there, as unsliced (no text for it),
@@ -201,6 +245,21 @@ async def test_stop_inside_a_merged_event_ends_at_its_token(slice_tokens: int, m
     full = "".join(t for _, t in whole)
     assert text == full[: full.index("é5 w6")]
     assert ids == [t for t, _ in whole[:7]]
+    assert finish == "stop"
+
+
+@pytest.mark.parametrize(("slice_tokens", "merge"), [(3, 1), (4, 1), (16, 1), (3, 3), (4, 3), (16, 2)])
+async def test_stop_after_a_special_token_ends_at_its_token(slice_tokens: int, merge: int) -> None:
+    """The stop string "é7" is completed by token 7, after half a character and `<unk>`, which
+    `/detokenize` spells out but the stream skips: the ids end at token 7, as unsliced. (Not
+    where `<unk>` is merged into an event with text before the stop: it stays unknown, and the
+    few ids generated past the stop in that event count, as without `/detokenize`.)"""
+    whole = script(24, specials=True)
+    engine = ScriptedEngine(24, merge=merge, specials=True)
+    text, ids, finish = await run(slice_tokens, engine, stop="é7")
+    full = "".join(t for _, t in whole)
+    assert text == full[: full.index("é7")]
+    assert ids == [t for t, _ in whole[:8]]
     assert finish == "stop"
 
 
