@@ -58,7 +58,12 @@ class Router:
         self.metrics = RouterMetrics(registry)
         self.table = InstanceTable(default_max_inflight=config.max_inflight_per_instance)
         self.client = client or Upstream(connect_timeout_s=config.connect_timeout_s)
-        book = PolicyBook(policies or default_registry(), config.default_policy, config.default_policy_params)
+        book = PolicyBook(
+            policies or default_registry(),
+            config.default_policy,
+            config.default_policy_params,
+            metrics=self.metrics,
+        )
         self.admission = Admission(
             self.table,
             book,

@@ -43,6 +43,13 @@ class RouterMetrics:
             buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30),
             registry=registry,
         )
+        self.policy_rejected = Gauge(
+            "flotilla_router_policy_rejected",
+            "1 while a model's configured policy is refused (unknown name, or params its model rejects)"
+            " and the router's default balances it instead; field names the fleet's setting at fault.",
+            ["model", "policy", "field"],
+            registry=registry,
+        )
         self.inflight = Gauge(
             "flotilla_router_inflight_requests",
             "Requests this router has on each instance.",
