@@ -23,10 +23,9 @@ import itertools
 import logging
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from flotilla.router.errors import ApiError
 from flotilla.router.instances import InstanceRecord, InstanceTable
@@ -40,6 +39,7 @@ from flotilla.router.policies import (
     RequestFeatures,
     Snapshot,
 )
+from flotilla.router.queue_orders import FcfsQueue, WaitQueue, default_queue_orders
 
 if TYPE_CHECKING:
     from flotilla.router.prediction import Estimate
@@ -62,78 +62,14 @@ class Waiter:
     """The lease it was granted: a prediction landing after dispatch revises it."""
 
 
-class WaitQueue(Protocol):
-    """The order in which one model's waiting requests are served (a plug-in).
-
-    `now` is passed in, never read, so orders with aging run unchanged in the fleet simulator.
-    """
-
-    def __len__(self) -> int: ...
-
-    def push(self, waiter: Waiter, now: float) -> None: ...
-
-    def remove(self, waiter: Waiter) -> None: ...
-
-    def rekey(self, waiter: Waiter) -> None:
-        """The waiter's features changed (its learned prediction landed): reorder it, keeping its
-        place in arrival order."""
-        ...
-
-    def peek(self, now: float) -> Waiter | None: ...
-
-    def pop(self, now: float) -> Waiter: ...
-
-
-class FcfsQueue:
-    """First come, first served."""
-
-    def __init__(self) -> None:
-        self._items: OrderedDict[Waiter, None] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def push(self, waiter: Waiter, now: float) -> None:
-        self._items[waiter] = None
-
-    def remove(self, waiter: Waiter) -> None:
-        self._items.pop(waiter, None)
-
-    def rekey(self, waiter: Waiter) -> None:
-        pass
-
-    def peek(self, now: float) -> Waiter | None:
-        return next(iter(self._items), None)
-
-    def pop(self, now: float) -> Waiter:
-        return self._items.popitem(last=False)[0]
-
-
 def _predicted(waiter: Waiter) -> float:
     return waiter.features.predicted_output_tokens or 0.0
 
 
-def queue_factory(name: str, params: Mapping[str, Any] | None = None) -> Callable[[], WaitQueue]:
-    """The WaitQueue plug-in named in the configuration; raises ValueError on a bad name or params.
-
-    `shortest_predicted_first` serves the smallest predicted output first; a waiter's key improves
-    by `aging_per_s` tokens per second waited and any waiter older than `starvation_s` goes first
-    (`flotilla.router.predictor.queue_order`), so long requests are delayed, never starved.
-    """
-    if name == "fcfs":
-        if params:
-            raise ValueError("the fcfs queue order takes no params")
-        return FcfsQueue
-    if name == "shortest_predicted_first":
-        from flotilla.router.predictor.queue_order import QueueOrderParams, ShortestPredictedFirst
-
-        validated = QueueOrderParams.model_validate(dict(params or {}))
-
-        def make() -> WaitQueue:
-            return ShortestPredictedFirst[Waiter](_predicted, validated)
-
-        return make
-    raise ValueError(f"unknown queue order {name!r}; known: fcfs, shortest_predicted_first")
+def queue_factory(name: str, params: Mapping[str, Any] | None = None) -> Callable[[], WaitQueue[Waiter]]:
+    """The queue order named in the configuration (`queue_orders`), scoring waiters by their
+    predicted output tokens; raises ValueError on a bad name or params."""
+    return functools.partial(default_queue_orders().factory(name, params), _predicted)
 
 
 @dataclass(eq=False)
@@ -242,7 +178,7 @@ class Admission:
         metrics: RouterMetrics,
         *,
         rng: random.Random,
-        queue_factory: Callable[[], WaitQueue] = FcfsQueue,
+        queue_factory: Callable[[], WaitQueue[Waiter]] = FcfsQueue,
         max_queue: int = 1024,
         max_wait_s: float = 30.0,
         kv_usage_limit: float | None = None,
@@ -257,7 +193,7 @@ class Admission:
         self._max_queue = max_queue
         self._max_wait = max_wait_s
         self._clock = clock
-        self._queues: dict[str, WaitQueue] = {}
+        self._queues: dict[str, WaitQueue[Waiter]] = {}
         self._seq = itertools.count()
 
     def depth(self, model: str) -> int:

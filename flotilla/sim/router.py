@@ -6,7 +6,7 @@ which merges the last scrape (stale by up to one scrape interval) with the route
 accounting of its requests in flight. Dispatch mirrors `flotilla.router.admission.Admission`: a
 request goes straight to an instance with a free slot (`max_inflight`) when nobody is queued,
 otherwise it waits in the router's queue, which is drained whenever a request completes. The
-queue order is a plug-in (FCFS, or the predictor's `ShortestPredictedFirst`, used unchanged).
+queue order is the router's own plug-in (`flotilla.router.queue_orders`), queueing request indices.
 
 One difference from the live router: the accounting of predicted tokens still to come on an
 instance (`InstanceRecord.predicted_remaining`, kept by `Lease.progress` as tokens stream) is read
@@ -22,46 +22,14 @@ scenario) are not routable, as the router stops routing to an ejected instance.
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 from flotilla.router.instances import EngineSample, InstanceRecord, InstanceSpec, InstanceTable
 from flotilla.router.memory import fitting
 from flotilla.router.policies import InstanceView, Observer, Policy, RequestFeatures, Snapshot
+from flotilla.router.queue_orders import WaitQueue
 
 Steer = Callable[[list[InstanceView]], list[InstanceView]]
-
-
-class RouterQueue(Protocol):
-    """Requests (by index) waiting for a free instance slot: the router's `WaitQueue` shape."""
-
-    def __len__(self) -> int: ...
-
-    def push(self, item: int, now: float) -> None: ...
-
-    def peek(self, now: float) -> int | None: ...
-
-    def pop(self, now: float) -> int: ...
-
-
-class FcfsQueue:
-    """Arrival order, as the router's default `admission.FcfsQueue` (which is typed for its waiters)."""
-
-    def __init__(self) -> None:
-        self._items: deque[int] = deque()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def push(self, item: int, now: float) -> None:
-        self._items.append(item)
-
-    def peek(self, now: float) -> int | None:
-        return self._items[0] if self._items else None
-
-    def pop(self, now: float) -> int:
-        return self._items.popleft()
 
 
 class SimRouter:
@@ -71,7 +39,7 @@ class SimRouter:
         instances: int,
         model: str,
         policy: Policy,
-        queue: RouterQueue,
+        queue: WaitQueue[int],
         rng: random.Random,
         max_inflight: int,
         predicted_remaining: Callable[[int], float],

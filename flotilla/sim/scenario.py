@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from flotilla.router.queue_orders import default_queue_orders
 
 
 class Scenario(BaseModel):
@@ -29,8 +31,11 @@ class Scenario(BaseModel):
     """Output-length predictions the router charges: the router's ProxyPredictor, the learned
     predictor's shipped `artifact` (needs prompt text), or true lengths."""
     artifact: str = "llama-3.1-8b-v1"
-    queue: Literal["fcfs", "spf"] = "fcfs"
-    """Router queue order: arrival, or the predictor's ShortestPredictedFirst on the predictions."""
+    queue: str = "fcfs"
+    """Router queue order, a name in the router's registry (`flotilla.router.queue_orders`):
+    `fcfs`, or `shortest_predicted_first` on the predictions."""
+    queue_params: dict[str, Any] = Field(default_factory=dict)
+    """Params of the queue order, validated by its model."""
     engine_priority: bool = False
     """Engines admit waiting requests by priority = predicted length instead of in arrival order."""
     preempt_lowest_priority: bool = False
@@ -42,6 +47,11 @@ class Scenario(BaseModel):
     """`flotilla.router.slicing.RebalanceParams`: when a continuation slice moves to another instance."""
     kv_usage_limit: float | None = Field(default=None, gt=0, le=1)
     """The router's memory-aware admission (`flotilla.router.memory`); None: off, as the router's default."""
+
+    @model_validator(mode="after")
+    def _queue_order_exists(self) -> Scenario:
+        default_queue_orders().factory(self.queue, self.queue_params)  # raises on a bad name or params
+        return self
 
 
 def default_lineup() -> list[Scenario]:
@@ -59,7 +69,7 @@ def default_lineup() -> list[Scenario]:
             policy="predicted_load",
             params={"choices": 0},
             predictor="oracle",
-            queue="spf",
+            queue="shortest_predicted_first",
             engine_priority=True,
         ),
     ]

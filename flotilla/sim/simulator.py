@@ -27,13 +27,13 @@ from flotilla.profiles import EngineLimits, StepTimeProfile
 from flotilla.router import features as router_features
 from flotilla.router.instances import EngineSample
 from flotilla.router.policies import PolicyRegistry, RequestFeatures, default_registry
-from flotilla.router.predictor.queue_order import ShortestPredictedFirst
+from flotilla.router.queue_orders import WaitQueue, default_queue_orders
 from flotilla.router.slicing import RebalanceParams
 from flotilla.sim.engine import EngineModel, Seq
 from flotilla.sim.faults import Fault
 from flotilla.sim.predictions import predict_lengths
 from flotilla.sim.request import SimRequest, prefix_units, router_prefix_hashes
-from flotilla.sim.router import FcfsQueue, RouterQueue, SimRouter
+from flotilla.sim.router import SimRouter
 from flotilla.sim.scenario import Scenario
 from flotilla.sim.slices import Slicer
 
@@ -143,8 +143,8 @@ def simulate(
     # What the slice in flight (or waiting) was dispatched with: the request's own without slicing.
     cur_features = list(features)
     cur_pred = list(predicted)
-    queue: RouterQueue = (
-        FcfsQueue() if scenario.queue == "fcfs" else ShortestPredictedFirst[int](cur_pred.__getitem__)
+    queue: WaitQueue[int] = default_queue_orders().factory(scenario.queue, scenario.queue_params)(
+        cur_pred.__getitem__
     )
     rng = random.Random(config.seed)
     router = SimRouter(

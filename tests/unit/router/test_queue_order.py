@@ -119,3 +119,25 @@ def test_unknown_order_or_params_rejected() -> None:
         queue_factory("shortest_predicted_first", {"bogus": 1})
     with pytest.raises(ValueError):
         queue_factory("fcfs", {"aging_per_s": 1})
+
+
+def test_the_simulator_takes_its_queue_order_from_the_same_registry() -> None:
+    """One queue family: a scenario names an order of the router's registry, with strict params."""
+    from pydantic import ValidationError
+
+    from flotilla.router.queue_orders import default_queue_orders
+    from flotilla.sim.scenario import Scenario
+
+    assert default_queue_orders().names() == ["fcfs", "shortest_predicted_first"]
+    Scenario(
+        name="s", policy="least_request", queue="shortest_predicted_first", queue_params={"starvation_s": 5}
+    )
+    with pytest.raises(ValidationError, match="unknown queue order 'spf'"):
+        Scenario(name="s", policy="least_request", queue="spf")
+    with pytest.raises(ValidationError, match="bogus"):
+        Scenario(name="s", policy="least_request", queue="fcfs", queue_params={"bogus": 1})
+    scores = {1: 30.0, 2: 10.0, 3: 20.0}
+    queue = default_queue_orders().factory("shortest_predicted_first")(scores.__getitem__)
+    for i in (1, 2, 3):
+        queue.push(i, 0.0)
+    assert [queue.pop(0.0) for _ in range(3)] == [2, 3, 1]

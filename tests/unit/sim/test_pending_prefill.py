@@ -6,7 +6,8 @@ import random
 
 from flotilla.router.policies import RequestFeatures
 from flotilla.router.policies.least_work import LeastWork, LeastWorkParams
-from flotilla.sim.router import FcfsQueue, SimRouter
+from flotilla.router.queue_orders import FcfsQueue
+from flotilla.sim.router import SimRouter
 
 
 def req(prompt: int) -> RequestFeatures:
