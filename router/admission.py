@@ -27,17 +27,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from flotilla.router.dispatch import Steer, charge, choose
 from flotilla.router.errors import ApiError
 from flotilla.router.instances import InstanceRecord, InstanceTable
-from flotilla.router.memory import fitting
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import (
-    InstanceView,
-    Observer,
     Policy,
     PolicyRegistry,
     RequestFeatures,
-    Snapshot,
 )
 from flotilla.router.queue_orders import FcfsQueue, WaitQueue, default_queue_orders
 
@@ -45,9 +42,6 @@ if TYPE_CHECKING:
     from flotilla.router.prediction import Estimate
 
 log = logging.getLogger("flotilla.router.admission")
-
-Steer = Callable[[list[InstanceView]], list[InstanceView]]
-"""Reorders the policy's ranking for one request (slice continuations prefer their instance)."""
 
 
 @dataclass(eq=False)
@@ -309,26 +303,14 @@ class Admission:
         if not free:
             return None
         policy = self._policies.policy_for(features.model, records)
-        ranked = policy.rank(features, Snapshot(tuple(r.view() for r in free)), self._rng)
         predicted = features.predicted_output_tokens or 0.0
-        if self._kv_limit is not None and ranked:
-            fits = fitting(ranked, features.prompt_tokens + predicted, self._kv_limit)
-            if fits is None:
-                return None  # wait for one of ours to finish rather than push an engine into preemption
-            ranked = fits
-        if steer is not None and ranked:
-            ranked = steer(ranked)
-        if not ranked:
+        chosen = choose(
+            features, free, policy, self._rng, predicted=predicted, kv_usage_limit=self._kv_limit, steer=steer
+        )
+        record = None if chosen is None else self._table.get(chosen)
+        if record is None:
             return None
-        record = self._table.get(ranked[0].id)
-        assert record is not None
-        if isinstance(policy, Observer):
-            policy.observe(features, record.id)
-        tokens = features.prompt_tokens + int(predicted)
-        record.inflight += 1
-        record.inflight_tokens += tokens
-        record.predicted_remaining += predicted
-        record.pending_prefill += features.prompt_tokens
+        tokens = charge(record, features, predicted)
         self._metrics.inflight.labels(features.model, record.id).set(record.inflight)
         return Lease(record, features, tokens, predicted, self._release, prefill=features.prompt_tokens)
 

@@ -3,7 +3,7 @@
 Policies are the router's policy objects (`flotilla.router.policies`), built by name from its
 registry; what they rank are `InstanceView`s frozen by the router's own `InstanceRecord.view()`,
 which merges the last scrape (stale by up to one scrape interval) with the router's exact
-accounting of its requests in flight. Dispatch mirrors `flotilla.router.admission.Admission`: a
+accounting of its requests in flight. Dispatch is the router's own (`flotilla.router.dispatch`): a
 request goes straight to an instance with a free slot (`max_inflight`) when nobody is queued,
 otherwise it waits in the router's queue, which is drained whenever a request completes. The
 queue order is the router's own plug-in (`flotilla.router.queue_orders`), queueing request indices.
@@ -24,12 +24,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
+from flotilla.router.dispatch import Steer, charge, choose
 from flotilla.router.instances import EngineSample, InstanceRecord, InstanceSpec, InstanceTable
-from flotilla.router.memory import fitting
-from flotilla.router.policies import InstanceView, Observer, Policy, RequestFeatures, Snapshot
+from flotilla.router.policies import Policy, RequestFeatures
 from flotilla.router.queue_orders import WaitQueue
-
-Steer = Callable[[list[InstanceView]], list[InstanceView]]
 
 
 class SimRouter:
@@ -52,7 +50,6 @@ class SimRouter:
         self.records: list[InstanceRecord] = [r for r in table.all()]
         self._index = {r.id: j for j, r in enumerate(self.records)}
         self.policy = policy
-        self._observer: Observer | None = policy if isinstance(policy, Observer) else None
         self.queue = queue
         self._rng = rng
         self._remaining = predicted_remaining
@@ -61,35 +58,30 @@ class SimRouter:
         self.down: set[int] = set()
 
     def dispatch(self, features: RequestFeatures, predicted: float, steer: Steer | None = None) -> int | None:
-        """Pick an instance for a request and charge it, as `Admission._dispatch`; None if all are full."""
+        """Pick an instance for a request and charge it (`flotilla.router.dispatch`, as the router
+        does); None if all are full."""
         free = [j for j, r in enumerate(self.records) if r.inflight < r.max_inflight and j not in self.down]
         if not free:
             return None
-        views = []
         for j in free:
             record = self.records[j]
             remaining = self._remaining(j)
             if record.predicted_remaining != remaining:  # setting it drops the record's cached view
                 record.predicted_remaining = remaining
-            views.append(record.view())
-        ranked = self.policy.rank(features, Snapshot(tuple(views)), self._rng)
         self.decisions += 1
-        if self._kv_limit is not None and ranked:
-            fits = fitting(ranked, features.prompt_tokens + predicted, self._kv_limit)
-            if fits is None:
-                return None
-            ranked = fits
-        if steer is not None and ranked:
-            ranked = steer(ranked)
-        if not ranked:
+        chosen = choose(
+            features,
+            [self.records[j] for j in free],
+            self.policy,
+            self._rng,
+            predicted=predicted,
+            kv_usage_limit=self._kv_limit,
+            steer=steer,
+        )
+        if chosen is None:
             return None
-        j = self._index[ranked[0].id]
-        if self._observer is not None:
-            self._observer.observe(features, ranked[0].id)
-        record = self.records[j]
-        record.inflight += 1
-        record.inflight_tokens += features.prompt_tokens + int(predicted)
-        record.pending_prefill += features.prompt_tokens
+        j = self._index[chosen]
+        charge(self.records[j], features, predicted)
         return j
 
     def first_token(self, instance: int, features: RequestFeatures) -> None:
