@@ -307,9 +307,10 @@ class Admission:
         chosen = choose(
             features, free, policy, self._rng, predicted=predicted, kv_usage_limit=self._kv_limit, steer=steer
         )
-        record = None if chosen is None else self._table.get(chosen)
-        if record is None:
+        if chosen is None:
             return None
+        record = self._table.get(chosen)
+        assert record is not None
         tokens = charge(record, features, predicted)
         self._metrics.inflight.labels(features.model, record.id).set(record.inflight)
         return Lease(record, features, tokens, predicted, self._release, prefill=features.prompt_tokens)

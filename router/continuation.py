@@ -17,17 +17,17 @@ that ends mid-character, repeats the whole prompt's text in the next slice's fir
 ends on a whole character (the engine released text only because nothing was left incomplete),
 but an event of several ids (vLLM merges tokens into one event when its HTTP writer falls behind)
 or of none of its own text may not. So such ids are held (`slicing.PendingIds`) until a whole
-character is certain; at the next slice, the engine's `/detokenize` tells how many of them end in
-an incomplete character, and those are generated again, from a prompt that ends on a whole
-character: greedy decoding gives the same tokens, and sampling draws tokens the client never saw
-(text goes out as it comes; only ids wait). Special tokens (`<unk>`, which a random model
-generates) need care: the stream skips their text and `/detokenize` spells it out, so half a
-character followed by `<unk>` looks whole there while a prompt ending so still echoes; such ids
+character is certain. At the next slice they are kept through the one whose text the engine last
+streamed, which the engine's `/detokenize` finds inside a merged event, and the rest (all of
+them ending inside a character, or special tokens) are generated again, from a prompt that ends
+on a whole character: greedy decoding gives the same tokens, and sampling draws tokens the client
+never saw (text goes out as it comes; only ids wait). Special tokens (`<unk>`, which a random
+model generates) need care: the stream skips their text and `/detokenize` spells it out, so half
+a character followed by `<unk>` looks whole there while a prompt ending so still echoes; such ids
 are recognised and left out of the lookups (`SliceRunner._streamed_text`). The lookup asks the
 instance that runs the next slice; if that one cannot be reached, the slice fails over before
-anything is settled. The same lookup
-finds, when a stop string completes inside a merged event, the token that completed it, so ids and
-usage match the unsliced run.
+anything is settled. The same lookup finds, when a stop string completes inside a merged event,
+the token that completed it, so ids and usage match the unsliced run.
 """
 
 from __future__ import annotations
@@ -130,9 +130,8 @@ class Generation:
     """Generated ids not yet known to end on a whole character (see the module docstring)."""
     redo: int = 0
     """Ids the last slice ended with inside a character: dropped, to be generated again."""
-    specials: set[int] = field(default_factory=set)
-    not_special: set[int] = field(default_factory=set)
-    """Held ids found to be special tokens, or not (`SliceRunner._streamed_text`)."""
+    special: dict[int, bool] = field(default_factory=dict)
+    """Held ids found to be special tokens (True) or not (`SliceRunner._streamed_text`)."""
     slices: int = 0
     last_lease: Lease | None = None
     first_piece_at: float | None = None
@@ -355,12 +354,12 @@ class SliceRunner:
         if it decodes, on its own, to whole text: a token that ends inside a character decodes to
         U+FFFD at its end, and any other would have released text. (Special tokens inside merged
         events stay unknown; `_settle` copes by matching the streamed text.)"""
-        for t in gen.pending.alone - gen.specials - gen.not_special:
+        for t in gen.pending.alone - gen.special.keys():
             alone = await self._detokenize(url, gen, [t], headers)
             if alone is None:
                 return None
-            (gen.specials if alone and not alone.endswith(REPLACEMENT) else gen.not_special).add(t)
-        return await self._detokenize(url, gen, [t for t in ids if t not in gen.specials], headers)
+            gen.special[t] = bool(alone) and not alone.endswith(REPLACEMENT)
+        return await self._detokenize(url, gen, [t for t in ids if not gen.special.get(t)], headers)
 
     async def _settle(self, gen: Generation, url: str, headers: Mapping[str, str]) -> list[int]:
         """Resolve the held ids before the next slice: keep those through the one whose text the
@@ -402,10 +401,9 @@ class SliceRunner:
     ) -> list[int]:
         """The held ids and this event's, up to the token that completed the stop string, which
         ends `through` characters into the event's `text` (the rest were generated past it)."""
-        exact = len(ids) == 1 and not gen.pending.ids and bool(text)
+        if len(ids) == 1 and not gen.pending.ids and text:  # one token completed it: exact
+            return ids
         through_stop = _squeezed((gen.pending.text + text)[: len(gen.pending.text) + through])
-        if exact:
-            return gen.pending.take() + ids
         candidates = gen.pending.ids + ids
         found = candidates
         for upto in range(1, len(candidates)):
@@ -422,7 +420,7 @@ class SliceRunner:
             if _squeezed(decoded).startswith(through_stop):
                 found = candidates[:upto]
                 break
-        gen.pending.take()
+        gen.pending.take()  # only now: `_streamed_text` reads which held ids came alone
         return found
 
     def _steer(

@@ -15,8 +15,8 @@ leases would make every decoding step cost O(batch)).
 
 Slice continuations (`flotilla.sim.slices`) pass a `steer`, the router's between-slice placement,
 applied after the policy's ranking and the memory-aware filter (`flotilla.router.memory.fitting`,
-on when `kv_usage_limit` is set), as `Admission._dispatch` does. Instances marked `down` (a fault
-scenario) are not routable, as the router stops routing to an ejected instance.
+on when `kv_usage_limit` is set), in the one `flotilla.router.dispatch.choose`. Instances marked
+`down` (a fault scenario) are not routable, as the router stops routing to an ejected instance.
 """
 
 from __future__ import annotations
