@@ -22,7 +22,7 @@ from flotilla.operator.kubeclient import NotFoundError, Writer
 from flotilla.operator.observe import NodeState, observe_pod, rfc3339
 from flotilla.operator.plan import Create, Delete, FleetSnapshot, Patch, Plan, plan, rollout_bounds
 from flotilla.operator.render import FleetRef, mutable_metadata, render_pod, revision_of
-from flotilla.operator.status import compute_status
+from flotilla.operator.status import compute_status, routing_problem
 
 log = logging.getLogger("flotilla.operator")
 ERROR_RETRY_S = 5.0
@@ -102,6 +102,7 @@ class FleetController:
         # Status describes the pods as they are after this reconcile's actions (written through).
         pods = tuple(p for p in (observe_pod(raw) for raw in self._cache.pods_of(key)) if p is not None)
         _, unavailable = rollout_bounds(spec.rollout, spec.replicas)
+        routing = routing_problem(spec.router)
         status = compute_status(
             fleet_name=name,
             generation=meta.get("generation"),
@@ -114,7 +115,11 @@ class FleetController:
             now=now,
             blocked=blocked,
             create_error=create_error,
+            routing_problem=routing,
         )
+        if routing and _condition_message(previous, "RoutingAccepted") != routing:
+            # Once per new refusal, not per reconcile: `kubectl describe fleet` shows it beside the condition.
+            await self._event(fleet, "Warning", "InvalidRouterParams", routing)
         wire = status.to_wire()
         if previous is None or previous.to_wire() != wire:
             try:
@@ -216,6 +221,14 @@ def _api_message(exc: BaseException) -> str:
         return str(json.loads(body or "")["message"])
     except (TypeError, ValueError, KeyError):
         return str(exc) or type(exc).__name__
+
+
+def _condition_message(status: InferenceFleetStatus | None, kind: str) -> str | None:
+    """The message of a False condition of this kind (None when it is absent or not False)."""
+    for cond in status.conditions if status else []:
+        if cond.type == kind and cond.status == "False":
+            return cond.message
+    return None
 
 
 def _previous_status(fleet: dict[str, Any]) -> InferenceFleetStatus | None:

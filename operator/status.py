@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from flotilla.api import labels
+from flotilla.api import RouterSpec, labels
+from flotilla.api.routing import params_problem
 from flotilla.api.status import Condition, ConditionType, InferenceFleetStatus, InstanceStatus
 from flotilla.operator.observe import ObservedPod, rfc3339
 from flotilla.operator.plan import Plan
@@ -35,6 +36,21 @@ def _instances(pods: Sequence[ObservedPod]) -> list[InstanceStatus]:
     ]
 
 
+def routing_problem(router: RouterSpec) -> str | None:
+    """Why the router would refuse this fleet's policy configuration, naming the field (the CRD
+    refuses unknown names and params without a policy; the params' own rules are checked here,
+    against the same models the router builds policies from)."""
+    if router.policy is None:
+        return None
+    problem = params_problem(router.policy, router.params)
+    if problem is None:
+        return None
+    return (
+        f"spec.router.params: {problem} (policy {router.policy}); the router balances this fleet"
+        " with its default policy until this is fixed"
+    )
+
+
 def compute_status(
     *,
     fleet_name: str,
@@ -48,10 +64,12 @@ def compute_status(
     now: float,
     blocked: str | None = None,
     create_error: str | None = None,
+    routing_problem: str | None = None,
 ) -> InferenceFleetStatus:
     """The status to write; `blocked` explains why the operator cannot act (e.g. unknown PriorityClass),
     `create_error` why the API server refused the fleet's pods (a spec the CRD accepts but a pod
-    cannot carry, such as a node selector value that is no label value)."""
+    cannot carry, such as a node selector value that is no label value), `routing_problem` why
+    spec.router cannot configure the router (see `routing_problem`)."""
     live = [p for p in pods if not p.deleting]
     ready = [p for p in live if p.ready]
     current = [p for p in live if p.revision == revision]
@@ -112,6 +130,11 @@ def compute_status(
         )
     else:
         conds["Unschedulable"] = (False, "AllScheduled", "")
+
+    if routing_problem:
+        conds["RoutingAccepted"] = (False, "InvalidRouterParams", routing_problem)
+    else:
+        conds["RoutingAccepted"] = (True, "Accepted", "")
 
     prev = {c.type: c for c in (previous.conditions if previous else [])}
     conditions = []

@@ -8,6 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from flotilla.api.routing import DEFAULT_POLICY
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -100,7 +102,8 @@ class AuthConfig(_Secretive):
 class RouterConfig(_Secretive):
     host: str = "0.0.0.0"
     port: int = Field(default=8080, gt=0, lt=65536)
-    default_policy: str = "least_request"
+    default_policy: str = DEFAULT_POLICY
+    """A registered policy name (the router may carry plug-ins the CRD does not list: tests do)."""
     default_policy_params: dict[str, Any] = Field(default_factory=dict)
     max_inflight_per_instance: int = Field(default=256, gt=0)
     """Requests the router lets one instance hold (vLLM's default max_num_seqs)."""

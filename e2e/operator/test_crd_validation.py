@@ -75,6 +75,8 @@ def test_scale_subresource(crd: str, kubectl: Kubectl, namespace: str) -> None:
         ({"priority": {"tier": 3, "className": "high"}}, "spec.priority.className", "not both"),
         ({"podLabels": {"flotilla.dev/tier": "9"}}, "spec.podLabels", "reserved prefix"),
         ({"resources": {"gpus": 0, "gpuProduct": "H100"}}, "spec.resources.gpuProduct", ""),
+        ({"router": {"policy": "least_reqest"}}, "spec.router.policy", "Unsupported value"),
+        ({"router": {"params": {"choices": 2}}}, "spec.router.params", "params need a policy"),
     ],
 )
 def test_invalid_specs_are_refused_with_the_field_named(  # noqa: PLR0917

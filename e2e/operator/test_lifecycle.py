@@ -83,3 +83,41 @@ async def test_restarted_operator_changes_nothing(operator: Any, binder: Any, fl
     now = await fleets.get("steady")
     assert now["status"] == settled["status"]
     assert now["metadata"]["resourceVersion"] == settled["metadata"]["resourceVersion"], "nothing rewritten"
+
+
+async def test_refused_router_params_show_in_describe(
+    operator: Any, binder: Any, fleets: Any, kubectl: Kubectl, namespace: str
+) -> None:
+    """Params the policy's own model refuses (the CRD cannot check them) are named on the fleet:
+    condition RoutingAccepted=False and a Warning Event, both in `kubectl describe fleet`."""
+    router = {"policy": "prefix_affinity", "params": {"load_factor": 0.5, "no_such_param": 1}}
+    await fleets.create(fleets.manifest("misrouted", 1, router=router))
+    k = kubectl.in_namespace(namespace)
+
+    async def refused() -> bool:
+        conds = {c["type"]: c for c in (await fleets.get("misrouted")).get("status", {}).get("conditions", [])}
+        return conds.get("RoutingAccepted", {}).get("status") == "False"
+
+    await wait_until(refused, timeout_s=30, what="RoutingAccepted=False")
+    described = k("describe", "fleet", "misrouted")
+    assert "InvalidRouterParams" in described
+    assert "spec.router.params: load_factor: Input should be greater than 1" in described
+    assert "no_such_param: Extra inputs are not permitted" in described
+    warnings = k(
+        "get",
+        "events",
+        "--field-selector=involvedObject.name=misrouted,type=Warning",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ).split()
+    assert warnings == ["InvalidRouterParams"], "one Event per refusal, not one per reconcile"
+
+    # A merge patch: null removes the unknown key.
+    fixed = {"load_factor": 2, "no_such_param": None}
+    await fleets.patch_spec("misrouted", {"router": {"policy": "prefix_affinity", "params": fixed}})
+
+    async def accepted() -> bool:
+        conds = {c["type"]: c for c in (await fleets.get("misrouted")).get("status", {}).get("conditions", [])}
+        return conds.get("RoutingAccepted", {}).get("status") == "True"
+
+    await wait_until(accepted, timeout_s=30, what="RoutingAccepted=True after the fix")

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model
 from pydantic.config import JsonDict
 
 from flotilla.api.base import ApiModel
+from flotilla.api.routing import PolicyName
 
 DEFAULT_ENGINE_IMAGE = "vllm/vllm-openai:v0.11.0"
 
@@ -318,12 +319,26 @@ class PredictorRef(ApiModel):
 class RouterSpec(ApiModel):
     """How the router balances this fleet's requests."""
 
-    policy: (
-        Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", max_length=63)] | None
-    ) = None
-    """Balancing policy name (a plug-in registered in the router); omitted uses the router's default."""
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("!has(self.params) || has(self.policy)", "params need a policy", ".params")
+            ]
+        }
+    )
+
+    policy: PolicyName | None = None
+    """Balancing policy (one of the router's plug-ins); omitted uses the router's default."""
     params: dict[str, Any] | None = None
-    """Parameters of the policy, validated by the policy's own model."""
+    """Parameters of the policy, checked against the policy's own model by the operator (condition
+    RoutingAccepted) and by the router."""
+
+    @model_validator(mode="after")
+    def _params_need_a_policy(self) -> RouterSpec:
+        if self.params is not None and self.policy is None:
+            raise ValueError("params need a policy")
+        return self
+
     slice_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     """Slice length in output tokens for slice-level scheduling; omitted schedules whole requests."""
     predictor: PredictorRef | None = None

@@ -12,8 +12,14 @@ from pydantic import Field
 
 from flotilla.api.base import ApiModel
 
-ConditionType = Literal["Ready", "Progressing", "Degraded", "Unschedulable"]
-CONDITION_TYPES: tuple[ConditionType, ...] = ("Ready", "Progressing", "Degraded", "Unschedulable")
+ConditionType = Literal["Ready", "Progressing", "Degraded", "Unschedulable", "RoutingAccepted"]
+CONDITION_TYPES: tuple[ConditionType, ...] = (
+    "Ready",
+    "Progressing",
+    "Degraded",
+    "Unschedulable",
+    "RoutingAccepted",
+)
 
 
 class Condition(ApiModel):
@@ -21,7 +27,9 @@ class Condition(ApiModel):
 
     type: ConditionType
     """Ready: at least spec.replicas pods of the current revision are ready. Progressing: a scale or
-    rollout is under way. Degraded: pods fail or are missing. Unschedulable: pods wait for a node."""
+    rollout is under way. Degraded: pods fail or are missing. Unschedulable: pods wait for a node.
+    RoutingAccepted: spec.router's params configure its policy (False: the router ignores the
+    fleet's policy, balancing with its own configured one, until they are fixed)."""
     status: Literal["True", "False", "Unknown"]
     """True, False or Unknown."""
     reason: Annotated[str, Field(max_length=1024)] = ""

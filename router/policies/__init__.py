@@ -1,7 +1,9 @@
 """Balancing policies, registered by name with a pydantic params model (extra="forbid").
 
-`build_policy("least_request", {"choices": 2})` validates the params against the policy's own
+`registry.build("least_request", {"choices": 2})` validates the params against the policy's own
 model and returns a fresh policy object; a fleet selects one with `spec.router.policy`/`params`.
+The built-in policies' names and params models are the API's (`flotilla.api.routing`), so that
+the CRD and the operator refuse what the router would.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from flotilla.api.routing import DEFAULT_POLICY
 from flotilla.router.policies.base import (
     InstanceView,
     Observer,
@@ -24,8 +27,6 @@ from flotilla.router.policies.least_work import LeastWork
 from flotilla.router.policies.predicted_load import PredictedLoad
 from flotilla.router.policies.prefix_affinity import PrefixAffinity
 from flotilla.router.policies.simple import KvUtilization, LeastRequest, RoundRobin
-
-DEFAULT_POLICY = "least_request"
 
 
 @dataclass(frozen=True)

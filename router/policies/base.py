@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel
-
 
 @dataclass(frozen=True, slots=True)
 class RequestFeatures:
@@ -88,10 +86,6 @@ class Observer(Protocol):
     """
 
     def observe(self, request: RequestFeatures, instance_id: str) -> None: ...
-
-
-class NoParams(BaseModel):
-    model_config = {"extra": "forbid", "frozen": True}
 
 
 def rank_by_cost(

@@ -31,36 +31,9 @@ from __future__ import annotations
 import random
 from typing import ClassVar
 
-from pydantic import Field
-
+from flotilla.api.routing import LeastWorkParams
 from flotilla.router.policies.base import InstanceView, RequestFeatures, Snapshot, rank_by_cost
 from flotilla.router.policies.prefix_affinity import PrefixIndex
-from flotilla.router.policies.simple import ChoiceParams
-
-DEFAULT_PREFILL_TOKEN_S = 2.1015e-5
-DEFAULT_DECODE_TOKEN_S = 1.196e-4
-DECODE_CONTEXT_TOKENS = 2048
-"""The context length the default decode weight assumes (KV read per decode step)."""
-
-
-class LeastWorkParams(ChoiceParams):
-    choices: int = Field(
-        default=0, ge=0, description="power of d choices; 0 (default) picks the least work of all"
-    )
-    prefill_token_s: float = Field(
-        default=DEFAULT_PREFILL_TOKEN_S, ge=0, description="engine seconds per prompt token to prefill"
-    )
-    decode_token_s: float = Field(
-        default=DEFAULT_DECODE_TOKEN_S, ge=0, description="engine seconds per output token still to decode"
-    )
-    foreign_request_tokens: float = Field(
-        default=128.0, ge=0, description="output tokens charged per request seen only in the scrape"
-    )
-    prefix_match: bool = Field(
-        default=False, description="credit an instance with the prefill its cached prefix saves"
-    )
-    index_blocks: int = Field(default=8192, ge=1, description="prefix blocks remembered per instance")
-    max_instances: int = Field(default=4096, ge=1, description="instances the prefix index remembers")
 
 
 class LeastWork:

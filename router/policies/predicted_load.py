@@ -12,16 +12,8 @@ from __future__ import annotations
 import random
 from typing import ClassVar
 
-from pydantic import Field
-
+from flotilla.api.routing import PredictedLoadParams
 from flotilla.router.policies.base import InstanceView, RequestFeatures, Snapshot, rank_by_cost
-from flotilla.router.policies.simple import ChoiceParams
-
-
-class PredictedLoadParams(ChoiceParams):
-    foreign_request_tokens: float = Field(
-        default=128.0, ge=0, description="tokens charged per request seen only in the scrape (other routers')"
-    )
 
 
 class PredictedLoad:

@@ -30,25 +30,8 @@ import random
 from collections import OrderedDict
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from flotilla.api.routing import PrefixAffinityParams
 from flotilla.router.policies.base import InstanceView, RequestFeatures, Snapshot
-
-
-class PrefixAffinityParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    load_factor: float = Field(default=1.25, gt=1.0, description="c in 'load <= c x mean load'")
-    min_match_blocks: int = Field(
-        default=4, ge=1, description="shortest match (prefix blocks) that attracts the request"
-    )
-    min_match_fraction: float = Field(
-        default=0.5, ge=0.0, le=1.0, description="shortest match, as a fraction of the hashed prompt blocks"
-    )
-    index_blocks: int = Field(
-        default=8192, ge=1, description="prefix block hashes remembered per instance (LRU)"
-    )
-    max_instances: int = Field(default=4096, ge=1, description="instances the index remembers")
 
 
 class PrefixIndex:

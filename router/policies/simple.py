@@ -5,9 +5,8 @@ from __future__ import annotations
 import random
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from flotilla.router.policies.base import InstanceView, NoParams, RequestFeatures, Snapshot, rank_by_cost
+from flotilla.api.routing import ChoiceParams, KvUtilizationParams, NoParams
+from flotilla.router.policies.base import InstanceView, RequestFeatures, Snapshot, rank_by_cost
 
 
 class RoundRobin:
@@ -28,12 +27,6 @@ class RoundRobin:
         return ordered[start:] + ordered[:start]
 
 
-class ChoiceParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    choices: int = Field(default=2, ge=0, description="power of d choices; 0 picks the global best")
-
-
 class LeastRequest:
     """Fewest requests (running + waiting, as estimated from scrapes and own accounting)."""
 
@@ -46,12 +39,6 @@ class LeastRequest:
     def rank(self, request: RequestFeatures, snapshot: Snapshot, rng: random.Random) -> list[InstanceView]:
         inst = snapshot.instances
         return rank_by_cost(inst, [i.est_requests for i in inst], rng, self.params.choices)
-
-
-class KvUtilizationParams(ChoiceParams):
-    waiting_weight: float = Field(
-        default=0.05, ge=0, description="cost of one queued request, in KV fraction"
-    )
 
 
 class KvUtilization:

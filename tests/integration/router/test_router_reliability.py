@@ -13,9 +13,9 @@ import httpx
 import orjson
 import yaml
 
+from flotilla.api.routing import NoParams
 from flotilla.enginesim.process import start_engine
 from flotilla.router.policies import InstanceView, RequestFeatures, Snapshot, default_registry
-from flotilla.router.policies.base import NoParams
 
 MODEL = "sim"
 

@@ -31,7 +31,7 @@ def test_wire_form_is_camel_case_and_round_trips() -> None:
             engine={"tensorParallelSize": 2, "maxNumSeqs": 64, "extraArgs": ["--dtype=half"]},
             resources={"gpus": 4, "gpuProduct": "NVIDIA-H100-80GB-HBM3", "memory": "64Gi"},
             rollout={"maxSurge": "25%", "maxUnavailable": 1},
-            router={"policy": "predicted-load", "sliceTokens": 128, "predictor": {"name": "ranker"}},
+            router={"policy": "predicted_load", "sliceTokens": 128, "predictor": {"name": "ranker"}},
             priority={"className": "high"},
         )
     )

@@ -304,3 +304,28 @@ async def test_a_scaled_down_pod_is_marked_deleting_at_the_controllers_clock() -
     }
     assert stamps[deleted[0]] == "2023-11-14T22:13:20Z", "NOW, not the wall clock"
     assert [name for name, stamp in stamps.items() if stamp] == deleted
+
+
+async def test_refused_router_params_set_a_condition_and_one_warning() -> None:
+    router = {"policy": "least_request", "params": {"choices": -1}}
+    ctl, cache, api = setup(replicas=1, router=router)
+    await ctl.reconcile(("ns", "f"))
+    conds = {c["type"]: c for c in api.status["conditions"]}
+    assert conds["RoutingAccepted"]["status"] == "False"
+    assert conds["RoutingAccepted"]["reason"] == "InvalidRouterParams"
+    assert conds["RoutingAccepted"]["message"].startswith(
+        "spec.router.params: choices: Input should be greater than or equal to 0"
+    )
+    assert ("event", "InvalidRouterParams") in api.calls
+    assert len(cache.pods_of(("ns", "f"))) == 1, "pods are made regardless: only routing is affected"
+    api.calls.clear()
+    await ctl.reconcile(("ns", "f"))
+    assert ("event", "InvalidRouterParams") not in api.calls, "one Warning per refusal, not per reconcile"
+
+    fixed = copy.deepcopy(cache.fleets[("ns", "f")])
+    fixed["spec"]["router"] = {"policy": "least_request"}
+    fixed["metadata"]["resourceVersion"] = str(int(fixed["metadata"]["resourceVersion"]) + 1)
+    cache.apply_fleet("MODIFIED", fixed)
+    await ctl.reconcile(("ns", "f"))
+    conds = {c["type"]: c for c in api.status["conditions"]}
+    assert conds["RoutingAccepted"]["status"] == "True"

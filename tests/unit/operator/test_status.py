@@ -40,6 +40,7 @@ def test_all_ready_is_ready_and_complete() -> None:
         "Progressing": ("False", "Complete"),
         "Degraded": ("False", "AsExpected"),
         "Unschedulable": ("False", "AllScheduled"),
+        "RoutingAccepted": ("True", "Accepted"),
     }
     assert (s.replicas, s.ready_replicas, s.updated_replicas) == (3, 3, 3)
     assert s.selector == "flotilla.dev/fleet=f"

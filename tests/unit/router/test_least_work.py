@@ -8,18 +8,18 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from flotilla.api.routing import (
+    DECODE_CONTEXT_TOKENS,
+    DEFAULT_DECODE_TOKEN_S,
+    DEFAULT_PREFILL_TOKEN_S,
+    LeastWorkParams,
+)
 from flotilla.profiles import load_profile
 from flotilla.router.admission import Admission, PolicyBook
 from flotilla.router.instances import InstanceSpec, InstanceTable
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import InstanceView, RequestFeatures, Snapshot, default_registry
-from flotilla.router.policies.least_work import (
-    DECODE_CONTEXT_TOKENS,
-    DEFAULT_DECODE_TOKEN_S,
-    DEFAULT_PREFILL_TOKEN_S,
-    LeastWork,
-    LeastWorkParams,
-)
+from flotilla.router.policies.least_work import LeastWork
 
 
 def req(prompt: int = 1000, hashes: tuple[int, ...] = ()) -> RequestFeatures:

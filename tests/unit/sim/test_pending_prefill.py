@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 
+from flotilla.api.routing import LeastWorkParams
 from flotilla.router.policies import RequestFeatures
-from flotilla.router.policies.least_work import LeastWork, LeastWorkParams
+from flotilla.router.policies.least_work import LeastWork
 from flotilla.router.queue_orders import FcfsQueue
 from flotilla.sim.router import SimRouter
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flotilla.api.routing import NoParams
 from flotilla.profiles import StepTimeProfile
 from flotilla.router.policies import InstanceView, PolicyRegistry, RequestFeatures, Snapshot, default_registry
-from flotilla.router.policies.base import NoParams
 from flotilla.sim import bench, workloads
 from flotilla.sim.capacity import instance_capacity
 from flotilla.sim.metrics import Slo, summarize

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flotilla.api.routing import NoParams
 from flotilla.profiles import StepTimeProfile
 from flotilla.router.policies import InstanceView, PolicyRegistry, RequestFeatures, Snapshot
-from flotilla.router.policies.base import NoParams
 from flotilla.sim.request import SimRequest
 from flotilla.sim.scenario import Scenario, default_lineup
 from flotilla.sim.simulator import RunResult, SimConfig, simulate
