@@ -238,8 +238,6 @@ def mutable_metadata(
         labels.ANNOTATION_TOPOLOGY_KEY: spec.placement.topology_key,
         labels.ANNOTATION_PLACEMENT_MODE: spec.placement.mode,
     }
-    if spec.router.policy:
-        annotations[labels.ANNOTATION_ROUTER_POLICY] = spec.router.policy
     return pod_labels, annotations
 
 

@@ -31,11 +31,8 @@ from flotilla.router.dispatch import Steer, charge, choose
 from flotilla.router.errors import ApiError
 from flotilla.router.instances import InstanceRecord, InstanceTable
 from flotilla.router.metrics import RouterMetrics
-from flotilla.router.policies import (
-    Policy,
-    PolicyRegistry,
-    RequestFeatures,
-)
+from flotilla.router.policies import RequestFeatures
+from flotilla.router.policy_book import PolicyBook
 from flotilla.router.queue_orders import FcfsQueue, WaitQueue, default_queue_orders
 
 if TYPE_CHECKING:
@@ -108,62 +105,6 @@ class Lease:
         self.on_release(self)
 
 
-class PolicyBook:
-    """The policy object of each model, rebuilt only when its configured name or params change.
-
-    A configured policy that cannot be built (a misspelt name, params its model refuses) is never
-    silent: the model runs the router's default, a warning is logged once per configuration, and
-    `flotilla_router_policy_rejected` is 1 until the configuration is fixed."""
-
-    def __init__(
-        self,
-        registry: PolicyRegistry,
-        default: str,
-        default_params: Mapping[str, Any],
-        *,
-        metrics: RouterMetrics | None = None,
-    ) -> None:
-        self._registry = registry
-        self._default = (default, tuple(sorted(default_params.items())))
-        registry.build(default, default_params)  # fail fast on a bad default
-        self._built: dict[str, tuple[tuple[str, tuple[tuple[str, Any], ...]], Policy]] = {}
-        self._metrics = metrics
-        self._flagged: dict[str, tuple[str, str]] = {}
-        self.errors: dict[str, str] = {}
-
-    def policy_for(self, model: str, records: list[InstanceRecord]) -> Policy:
-        wanted = self._default
-        for r in records:
-            if r.spec.policy:
-                wanted = (r.spec.policy, r.spec.params)
-                break
-        cached = self._built.get(model)
-        if cached is not None and cached[0] == wanted:
-            return cached[1]
-        self._unflag(model)
-        try:
-            policy = self._registry.build(wanted[0], dict(wanted[1]))
-        except (KeyError, ValueError) as e:  # pydantic's ValidationError is a ValueError
-            field = "spec.router.policy" if isinstance(e, KeyError) else "spec.router.params"
-            self.errors[model] = f"{field}: policy {wanted[0]!r} rejected, using {self._default[0]!r}: {e}"
-            log.warning(
-                "fleet policy rejected, balancing with the default",
-                extra={"model": model, "policy": wanted[0], "field": field, "error": str(e)},
-            )
-            self._flagged[model] = (wanted[0], field)
-            if self._metrics is not None:
-                self._metrics.policy_rejected.labels(model, wanted[0], field).set(1)
-            policy = self._registry.build(self._default[0], dict(self._default[1]))
-        self._built[model] = (wanted, policy)
-        return policy
-
-    def _unflag(self, model: str) -> None:
-        self.errors.pop(model, None)
-        flagged = self._flagged.pop(model, None)
-        if flagged is not None and self._metrics is not None:
-            self._metrics.policy_rejected.remove(model, *flagged)
-
-
 class Admission:
     def __init__(
         self,
@@ -208,7 +149,8 @@ class Admission:
             return False
         if self._kv_limit is not None:
             return True
-        return bool(getattr(self._policies.policy_for(model, records), "uses_prediction", False))
+        policy = self._policies.policy_for(model, self._table.routing(model))
+        return bool(getattr(policy, "uses_prediction", False))
 
     async def acquire(
         self,
@@ -302,7 +244,7 @@ class Admission:
         free = [r for r in records if r.has_capacity and r.id not in exclude]
         if not free:
             return None
-        policy = self._policies.policy_for(features.model, records)
+        policy = self._policies.policy_for(features.model, self._table.routing(features.model))
         predicted = features.predicted_output_tokens or 0.0
         chosen = choose(
             features, free, policy, self._rng, predicted=predicted, kv_usage_limit=self._kv_limit, steer=steer

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -19,15 +19,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from flotilla.router.admission import Admission, PolicyBook, queue_factory
+from flotilla.router.admission import Admission, queue_factory
 from flotilla.router.auth import Gate
 from flotilla.router.config import AuthConfig, RouterConfig
 from flotilla.router.continuation import SliceRunner
-from flotilla.router.discovery import Discovery
+from flotilla.router.discovery import Discovered, Discovery
 from flotilla.router.errors import ApiError
-from flotilla.router.instances import InstanceSpec, InstanceTable
+from flotilla.router.instances import InstanceTable
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import PolicyRegistry, default_registry
+from flotilla.router.policy_book import PolicyBook
 from flotilla.router.prediction import LengthPredictor
 from flotilla.router.predictor_service import Loader, PredictorService, default_loader
 from flotilla.router.proxy import RequestPath
@@ -120,14 +121,11 @@ class Router:
 
     # ---- wiring ------------------------------------------------------------------------------
 
-    def _on_discovery(self, specs: Sequence[InstanceSpec]) -> None:
-        self.table.update(specs)
+    def _on_discovery(self, discovered: Discovered) -> None:
+        self.table.update(discovered.instances, discovered.routing)
         self.discovered = True
-        refs: dict[str, str | None] = {}
-        for spec in specs:
-            refs[spec.model] = refs.get(spec.model) or spec.predictor
-        self.predictors.want(refs)
-        log.info("instances updated", extra={"instances": sorted(s.id for s in specs)})
+        self.predictors.want({model: self.table.routing(model).predictor for model in self.table.models()})
+        log.info("instances updated", extra={"instances": sorted(s.id for s in discovered.instances)})
         self._instances_changed()
 
     def _instances_changed(self) -> None:

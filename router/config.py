@@ -9,6 +9,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flotilla.api.routing import DEFAULT_POLICY
+from flotilla.router.features import PREFIX_BLOCK_CHARS
+from flotilla.router.model_routing import ModelRouting
 
 
 class _Strict(BaseModel):
@@ -25,15 +27,6 @@ class StaticInstance(_Strict):
     model: str
     name: str | None = None
     max_inflight: int | None = Field(default=None, gt=0)
-
-
-class ModelRouting(_Strict):
-    policy: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    predictor: str | None = None
-    """Length predictor artifact (`<name>` or `<name>-v<N>`), as a fleet's spec.router.predictor.name."""
-    slice_tokens: int | None = Field(default=None, ge=0)
-    """Slice length S for slice-level scheduling (None or 0: whole requests), as spec.router.sliceTokens."""
 
 
 class StaticDiscoveryConfig(_Strict):
@@ -117,7 +110,7 @@ class RouterConfig(_Secretive):
     scrape_timeout_s: float = Field(default=1.0, gt=0)
     eject_after_failures: int = Field(default=2, ge=1)
     drain_timeout_s: float = Field(default=30.0, ge=0)
-    prefix_block_chars: int = Field(default=64, gt=0)
+    prefix_block_chars: int = Field(default=PREFIX_BLOCK_CHARS, gt=0)
     queue_order: Literal["fcfs", "shortest_predicted_first"] = "fcfs"
     """Order of a model's waiting requests: arrival, or predicted shortest first with aging."""
     queue_order_params: dict[str, Any] = Field(default_factory=dict)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -53,6 +53,7 @@ from flotilla.router.slicing import (
     continues,
     place_next_slice,
     slice_budget,
+    slice_features,
     stop_strings,
 )
 from flotilla.router.upstream import EngineUnreachable, Upstream, UpstreamResponse
@@ -217,16 +218,18 @@ class SliceRunner:
         tried: set[str] = set()
         failures = 0
         failed_over = False
-        predicted = gen.features.predicted_output_tokens or float(gen.slice_tokens)
+        predicted = gen.features.predicted_output_tokens or 0.0
         while True:
             if gen.generated and gen.prompt_ids is None:
                 raise ApiError(502, "cannot resume: the engine returned no prompt token ids")
             budget = slice_budget(gen.slice_tokens, gen.remaining, redo=len(gen.pending.ids))
-            features = replace(
+            features = slice_features(
                 gen.features,
-                prompt_tokens=gen.context_tokens or gen.features.prompt_tokens,
-                max_tokens=budget,
-                predicted_output_tokens=float(min(budget, max(1.0, predicted - len(gen.generated)))),
+                predicted,
+                slice_tokens=gen.slice_tokens,
+                budget=budget,
+                context_tokens=gen.context_tokens or gen.features.prompt_tokens,
+                generated=len(gen.generated),
             )
             lease = await self._admission.acquire(features, frozenset(tried), self._steer(gen, budget))
             gen.last_lease = lease

@@ -15,6 +15,10 @@ from flotilla.router.policies.base import RequestFeatures
 from flotilla.router.predictor.text import chat_to_text
 
 CHARS_PER_TOKEN = 4.0
+PREFIX_BLOCK_CHARS = 64
+"""Characters per prefix block of a text prompt (the router's `prefix_block_chars` default)."""
+PREFIX_BLOCK_TOKENS = 16
+"""Token ids per prefix block of a token prompt."""
 MAX_PREFIX_BLOCKS = 128
 """Prompt blocks hashed (2,048 tokens, or 8 KiB of text): deep enough that prompts sharing a long
 system prompt still differ in their hashes, so prefix affinity can tell conversations apart."""
@@ -83,8 +87,8 @@ def extract(
     body: dict[str, Any],
     model: str,
     *,
-    block_chars: int = 64,
-    block_tokens: int = 16,
+    block_chars: int = PREFIX_BLOCK_CHARS,
+    block_tokens: int = PREFIX_BLOCK_TOKENS,
     max_blocks: int = MAX_PREFIX_BLOCKS,
 ) -> RequestFeatures:
     prompt = prompt_of(kind, body) or ""

@@ -1,17 +1,20 @@
 """The live instance table: discovery's view of the fleet plus per-instance state.
 
-Each record joins three sources: the spec from discovery (url, model, policy), the last scrape of
-the engine's /metrics, and the router's own accounting of requests in flight. `view()` freezes a
+Each record joins three sources: the spec from discovery (url, model), the last scrape of the
+engine's /metrics, and the router's own accounting of requests in flight. `view()` freezes a
 record into the `InstanceView` a policy sees. Records survive discovery updates that keep the
-instance, so accounting is never lost when a fleet changes.
+instance, so accounting is never lost when a fleet changes. Beside the records, the table holds
+each model's routing settings (policy, params, predictor, slice length) as discovery resolved them
+once per model from its fleet (or the static configuration): instances carry none of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flotilla.router.model_routing import NOT_CONFIGURED, ModelRouting
 from flotilla.router.policies.base import InstanceView
 
 
@@ -22,13 +25,7 @@ class InstanceSpec:
     id: str
     url: str
     model: str
-    policy: str | None = None
-    params: tuple[tuple[str, Any], ...] = ()
     max_inflight: int | None = None
-    predictor: str | None = None
-    """The fleet's length predictor artifact name (spec.router.predictor.name)."""
-    slice_tokens: int = 0
-    """The fleet's slice length for slice-level scheduling (spec.router.sliceTokens; 0: off)."""
 
 
 @dataclass(frozen=True)
@@ -136,10 +133,13 @@ class InstanceTable:
     def __init__(self, *, default_max_inflight: int) -> None:
         self._default_max = default_max_inflight
         self._records: dict[str, InstanceRecord] = {}
-        self._slice_tokens: dict[str, int] = {}
+        self._routing: Mapping[str, ModelRouting] = {}
 
-    def update(self, specs: Iterable[InstanceSpec]) -> None:
-        """Replace the instance set; kept instances keep their state (a changed url resets it)."""
+    def update(
+        self, specs: Iterable[InstanceSpec], routing: Mapping[str, ModelRouting] | None = None
+    ) -> None:
+        """Replace the instance set and the models' routing settings; kept instances keep their
+        state (a changed url resets it)."""
         new: dict[str, InstanceRecord] = {}
         for spec in specs:
             old = self._records.get(spec.id)
@@ -151,10 +151,7 @@ class InstanceTable:
             else:
                 new[spec.id] = InstanceRecord(spec=spec, max_inflight=max_inflight)
         self._records = new
-        slice_tokens: dict[str, int] = {}
-        for spec in (r.spec for r in new.values()):
-            slice_tokens[spec.model] = max(slice_tokens.get(spec.model, 0), spec.slice_tokens)
-        self._slice_tokens = slice_tokens
+        self._routing = dict(routing or {})
 
     def all(self) -> list[InstanceRecord]:
         return list(self._records.values())
@@ -162,10 +159,13 @@ class InstanceTable:
     def get(self, instance_id: str) -> InstanceRecord | None:
         return self._records.get(instance_id)
 
+    def routing(self, model: str) -> ModelRouting:
+        """The model's routing settings, as discovery resolved them."""
+        return self._routing.get(model, NOT_CONFIGURED)
+
     def slice_tokens(self, model: str) -> int:
-        """The model's slice length (the largest its instances declare; 0: not sliced). Computed
-        when the instance set changes, not per request: every request asks."""
-        return self._slice_tokens.get(model, 0)
+        """The model's slice length (0: not sliced)."""
+        return self.routing(model).slice_tokens or 0
 
     def models(self) -> set[str]:
         return {r.spec.model for r in self._records.values()}

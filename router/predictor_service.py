@@ -245,7 +245,7 @@ class PredictorService:
     def _submit(
         self, slot: _Slot, batcher: BatchingPredictor, request: RequestFeatures, text: str
     ) -> asyncio.Future[Predicted]:
-        from flotilla.router.predictor import RequestFeatures as PredictorInput
+        from flotilla.router.predictor import PredictorInput
 
         key = (
             hashlib.blake2b(text.encode(), digest_size=16).digest(),

@@ -12,12 +12,12 @@ under greedy decoding. Everything here is a pure function of its inputs (unit-te
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flotilla.router.policies.base import InstanceView
+from flotilla.router.policies.base import InstanceView, RequestFeatures
 
 # Fields whose meaning does not survive being cut into independent engine calls: n > 1 and
 # best_of fork sequences, logprobs would need stitching, a seed would restart its random stream on
@@ -110,6 +110,28 @@ def slice_budget(slice_tokens: int, remaining: int | None, *, redo: int = 0) -> 
     past them, so a run of such tokens longer than S still makes progress."""
     size = max(slice_tokens, redo + 1)
     return size if remaining is None else max(1, min(size, remaining))
+
+
+def slice_features(
+    features: RequestFeatures,
+    predicted: float,
+    *,
+    slice_tokens: int,
+    budget: int,
+    context_tokens: int,
+    generated: int,
+) -> RequestFeatures:
+    """The features the next slice is dispatched with, by the router and the simulator alike: the
+    context so far (prompt + generated) as its prompt, the slice's budget as its max_tokens, and
+    what the request's predicted output (`predicted`; 0 when unknown, taken as one slice) leaves
+    for this slice, at least 1 and at most the budget."""
+    guess = predicted or float(slice_tokens)
+    return replace(
+        features,
+        prompt_tokens=context_tokens,
+        max_tokens=budget,
+        predicted_output_tokens=float(min(budget, max(1.0, guess - generated))),
+    )
 
 
 def continues(finish_reason: str | None, produced: int, budget: int, remaining: int | None) -> bool:

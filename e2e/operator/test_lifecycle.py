@@ -94,9 +94,13 @@ async def test_refused_router_params_show_in_describe(
     await fleets.create(fleets.manifest("misrouted", 1, router=router))
     k = kubectl.in_namespace(namespace)
 
+    async def routing_accepted() -> str | None:
+        status = (await fleets.get("misrouted")).get("status") or {}
+        conds = {c["type"]: c["status"] for c in status.get("conditions", [])}
+        return conds.get("RoutingAccepted")
+
     async def refused() -> bool:
-        conds = {c["type"]: c for c in (await fleets.get("misrouted")).get("status", {}).get("conditions", [])}
-        return conds.get("RoutingAccepted", {}).get("status") == "False"
+        return await routing_accepted() == "False"
 
     await wait_until(refused, timeout_s=30, what="RoutingAccepted=False")
     described = k("describe", "fleet", "misrouted")
@@ -117,7 +121,6 @@ async def test_refused_router_params_show_in_describe(
     await fleets.patch_spec("misrouted", {"router": {"policy": "prefix_affinity", "params": fixed}})
 
     async def accepted() -> bool:
-        conds = {c["type"]: c for c in (await fleets.get("misrouted")).get("status", {}).get("conditions", [])}
-        return conds.get("RoutingAccepted", {}).get("status") == "True"
+        return await routing_accepted() == "True"
 
     await wait_until(accepted, timeout_s=30, what="RoutingAccepted=True after the fix")

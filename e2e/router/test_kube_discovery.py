@@ -109,7 +109,7 @@ async def test_router_follows_fleet_pods_and_fleet_policy(
             return len(router.table.routable(MODEL)) == 2 and len(engine_launcher.ready_keys()) == 2
 
         await wait_until(two_routable, timeout_s=60, what="router sees both Ready fleet pods")
-        assert {r.spec.policy for r in router.table.all()} == {"round_robin"}
+        assert router.table.routing(MODEL).policy == "round_robin"
         assert {r.id for r in router.table.all()} == {f"{namespace}/chat-0", f"{namespace}/chat-1"}
         assert [m["id"] for m in (await client.get(url + "/v1/models")).json()["data"]] == [MODEL]
         body = {"model": MODEL, "prompt": "hello", "max_tokens": 3, "ignore_eos": True}
@@ -128,8 +128,8 @@ async def test_router_follows_fleet_pods_and_fleet_policy(
         )
 
         async def repolicied() -> bool:
-            specs = {(r.spec.policy, r.spec.params) for r in router.table.all()}
-            return specs == {("prefix_affinity", (("load_factor", 1.5),))}
+            routing = router.table.routing(MODEL)
+            return (routing.policy, routing.params) == ("prefix_affinity", {"load_factor": 1.5})
 
         await wait_until(repolicied, timeout_s=30, what="fleet policy change reaches the router")
 

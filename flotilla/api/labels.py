@@ -58,7 +58,6 @@ ANNOTATION_PLACEMENT: Final = f"{GROUP}/placement"
 ANNOTATION_TOPOLOGY_KEY: Final = f"{GROUP}/topology-key"
 ANNOTATION_PLACEMENT_MODE: Final = f"{GROUP}/placement-mode"
 # The fleet's router settings, copied onto pods so a router can work from pods alone.
-ANNOTATION_ROUTER_POLICY: Final = f"{GROUP}/router-policy"
 
 # --- The engine ---------------------------------------------------------------------------------
 ENGINE_PORT: Final = 8000

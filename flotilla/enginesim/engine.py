@@ -1,39 +1,33 @@
-"""The continuous-batching loop: vLLM v1's scheduler in miniature, timed by a step-time profile.
+"""The engine loop: the project's one engine model (`flotilla.sim.engine.EngineModel`, vLLM v1's
+continuous-batching step) run under an asyncio clock, with real tokens.
 
-Every step schedules running sequences first (one token each when decoding, the next chunk when a
-long prompt is still prefilling) and then admits waiting ones while `max_num_seqs` and the token
-budget (`max_num_batched_tokens`, i.e. chunked prefill) allow. Prompts reuse cached prefix blocks;
-when KV blocks run out the most recently admitted sequence is preempted and recomputed later, as
-vLLM does. The step then takes ``profile.step_time(...) * time_scale`` seconds of (injectable) sleep,
-after which every sequence whose tokens are all computed samples its next token.
+The model decides every step: which sequences run, the chunked prefill, prefix-cache reuse, KV
+block allocation and preemption, and the step's work, timed by the step-time profile (then slept,
+scaled by `time_scale`). What this loop adds is what only a real engine has: the tokens. After each
+step every sequence the model advanced samples its next token from the text model; an EOS, a stop
+string or `max_tokens` ends it (`EngineModel.stop` for the first two, the model's own target for
+the last), and every block its tokens fill is cached under the chained hash of those tokens
+(`EngineModel.cache_block`), so a later prompt that repeats a prompt or an answer hits the cache
+as it would on vLLM. The fleet simulator runs the same model in virtual time without tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
-from flotilla.enginesim.kvcache import BlockPool, block_hashes
+from flotilla.enginesim.kvcache import block_hashes
 from flotilla.enginesim.metrics import EngineMetrics
 from flotilla.enginesim.sequence import Sequence, TokenEvent
 from flotilla.enginesim.textmodel import TextModel
 from flotilla.enginesim.tokenizer import Tokenizer
 from flotilla.profiles import EngineLimits, StepTimeProfile
+from flotilla.sim.engine import EngineModel, Seq
+from flotilla.sim.request import PrefixUnit
 
 Sleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class StepWork:
-    """The work of one step, in the units of `StepTimeProfile.step_time`."""
-
-    prefill_tokens: int = 0
-    prefill_attention_pairs: int = 0
-    decode_seqs: int = 0
-    kv_tokens_read: int = 0
 
 
 class Engine:
@@ -54,167 +48,101 @@ class Engine:
         self.profile = profile
         self.limits = limits
         self.metrics = metrics
-        self.pool = BlockPool(limits.kv_cache_blocks, limits.block_size)
+        self.core = EngineModel(profile, limits)
         self._time_scale = time_scale
         self._sleep = sleep
         self._clock = clock
-        self.waiting: deque[Sequence] = deque()
-        self.running: list[Sequence] = []
+        self._seqs: dict[Seq, Sequence] = {}
+        self._core_of: dict[Sequence, Seq] = {}
+        self._ids = itertools.count()
+        self._in_step = False
+        self._aborted: list[Sequence] = []
         self._wake = asyncio.Event()
+        self._counted = (0, 0, 0)
         self.steps = 0
 
     # ---- requests in and out -------------------------------------------------------------------
 
     def add(self, seq: Sequence) -> None:
-        self.waiting.append(seq)
+        bs = self.limits.block_size
+        units = tuple(PrefixUnit(h, 1, (b + 1) * bs) for b, h in enumerate(block_hashes(seq.prompt_ids, bs)))
+        core = Seq(idx=next(self._ids), prompt=seq.num_prompt, target=seq.params.max_tokens, units=units)
+        self._seqs[core] = seq
+        self._core_of[seq] = core
+        self.core.add(core)
         self._wake.set()
-        self._publish_gauges()
+        self._publish()
 
     def abort(self, seq: Sequence) -> None:
-        """Drop a sequence (client went away); its blocks are freed at once."""
+        """Drop a sequence (client went away); its blocks are freed at once, or at the end of the
+        step under way (the model changes only between steps)."""
         if seq.done:
             return
         seq.aborted = True
-        if seq in self.running:
-            self.running.remove(seq)
-        elif seq in self.waiting:
-            self.waiting.remove(seq)
-        self._free(seq)
+        if self._in_step:
+            self._aborted.append(seq)
+        else:
+            self._drop(seq)
         self._wake.set()
-        self._publish_gauges()
+
+    @property
+    def num_running(self) -> int:
+        return self.core.num_running
+
+    @property
+    def num_waiting(self) -> int:
+        return self.core.num_waiting
+
+    @property
+    def kv_usage(self) -> float:
+        return self.core.kv.usage
 
     # ---- the loop ------------------------------------------------------------------------------
 
     async def run(self) -> None:
         while True:
-            if not self.running and not self.waiting:
+            seconds = self.step_begin()
+            if seconds == 0.0:
+                # Nothing to run, or nothing fits until a sequence goes: wait for a change.
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            scheduled, work = self.schedule()
-            if not scheduled:
-                # Nothing fits right now (all blocks held by sequences that were just aborted or
-                # preempted); wait for a change instead of spinning.
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            seconds = self.profile.step_time(
-                prefill_tokens=work.prefill_tokens,
-                prefill_attention_pairs=work.prefill_attention_pairs,
-                decode_seqs=work.decode_seqs,
-                kv_tokens_read=work.kv_tokens_read,
-            )
-            await self._sleep(seconds * self._time_scale)
-            self.apply(scheduled)
-            self.steps += 1
+            try:
+                await self._sleep(seconds * self._time_scale)
+            finally:
+                self.step_end()
 
-    def schedule(self) -> tuple[list[tuple[Sequence, int]], StepWork]:
-        """Choose this step's sequences and token counts (mutates block tables and queues)."""
-        budget = self.limits.max_num_batched_tokens
-        scheduled: list[tuple[Sequence, int]] = []
-        preempted = False
-        for seq in list(self.running):
-            if budget == 0:
-                break
-            if seq not in self.running:  # preempted by an earlier sequence this step
-                continue
-            n = min(seq.num_tokens - seq.num_computed, budget)
-            while not self._grow(seq, seq.num_computed + n):
-                victim = self.running[-1]
-                self._preempt(victim)
-                preempted = True
-                if victim is seq:
-                    break
-            if seq in self.running:
-                scheduled.append((seq, n))
-                budget -= n
-        while not preempted and self.waiting and len(self.running) < self.limits.max_num_seqs and budget > 0:
-            seq = self.waiting[0]
-            cached = self._lookup_prefix(seq)
-            n = min(seq.num_tokens - seq.num_computed, budget)
-            if not self._grow(seq, seq.num_computed + n):
-                self.pool.release(cached)
-                seq.blocks, seq.hashes, seq.num_computed = [], [], 0
-                break
-            self.metrics.prefix_queries.inc(seq.num_tokens)
-            self.metrics.prefix_hits.inc(len(cached) * self.limits.block_size)
-            self.waiting.popleft()
-            self.running.append(seq)
-            scheduled.append((seq, n))
-            budget -= n
-        self._publish_gauges()
-        return scheduled, self._work(scheduled)
+    def step_begin(self) -> float:
+        """Schedule a step (the model's `begin_step`); its duration in profile seconds, 0.0 if none."""
+        seconds = self.core.begin_step(self._clock())
+        self._in_step = seconds > 0.0
+        self._count()
+        return seconds
 
-    def apply(self, scheduled: list[tuple[Sequence, int]]) -> None:
-        """Finish a step: advance computed tokens, cache full blocks, sample, emit, retire."""
+    def step_end(self) -> None:
+        """Finish the step: the model advances, then every advanced sequence samples its token."""
+        self._in_step = False
         now = self._clock()
-        bs = self.limits.block_size
-        for seq, n in scheduled:
-            if seq.done:
+        _, done = self.core.end_step(now)
+        self.steps += 1
+        for core in [*self.core.running, *done]:
+            seq = self._seqs.get(core)
+            if seq is None or seq.aborted:
                 continue
-            seq.num_computed += n
-            new_hashes = block_hashes(
-                seq.tokens[: seq.num_computed],
-                bs,
-                start=len(seq.hashes),
-                parent=seq.hashes[-1] if seq.hashes else 0,
-            )
-            for h in new_hashes:
-                self.pool.register(seq.blocks[len(seq.hashes)], h)
-                seq.hashes.append(h)
-            if seq.num_output == 0:
-                self.metrics.prompt_tokens.inc(n)
-            if seq.num_computed == seq.num_tokens:
-                self._sample(seq, now)
-        self._publish_gauges()
+            if self.core.output_tokens(core) > seq.num_output:
+                self._sample(core, seq, now, finished=core in done)
+            self._cache_blocks(core, seq)
+        for core in done:
+            self._forget(core)
+        for seq in self._aborted:
+            self._drop(seq)
+        self._aborted.clear()
+        self._count()
+        self._publish()
 
     # ---- helpers -------------------------------------------------------------------------------
 
-    def _work(self, scheduled: list[tuple[Sequence, int]]) -> StepWork:
-        prefill = pairs = decodes = kv_read = 0
-        for seq, n in scheduled:
-            if n == 1 and seq.num_output > 0:
-                decodes += 1
-                kv_read += seq.num_computed + 1
-            else:
-                prefill += n
-                pairs += n * (seq.num_computed + n)
-        return StepWork(prefill, pairs, decodes, kv_read)
-
-    def _lookup_prefix(self, seq: Sequence) -> list[int]:
-        """Reuse cached blocks for the prompt; at least one token is always recomputed (as vLLM)."""
-        if seq.num_computed or seq.blocks:
-            return []
-        hashes = block_hashes(seq.tokens[: seq.num_tokens - 1], self.limits.block_size)
-        cached = self.pool.cached_prefix(hashes)
-        self.pool.take(cached)
-        seq.blocks = list(cached)
-        seq.hashes = hashes[: len(cached)]
-        seq.num_computed = len(cached) * self.limits.block_size
-        return cached
-
-    def _grow(self, seq: Sequence, num_tokens: int) -> bool:
-        need = -(-num_tokens // self.limits.block_size) - len(seq.blocks)
-        if need <= 0:
-            return True
-        blocks = self.pool.allocate(need)
-        if blocks is None:
-            return False
-        seq.blocks.extend(blocks)
-        return True
-
-    def _preempt(self, seq: Sequence) -> None:
-        self.running.remove(seq)
-        self._free(seq)
-        seq.num_computed = 0
-        self.waiting.appendleft(seq)
-        self.metrics.preemptions.inc()
-
-    def _free(self, seq: Sequence) -> None:
-        self.pool.release(seq.blocks)
-        seq.blocks, seq.hashes = [], []
-
-    def _sample(self, seq: Sequence, now: float) -> None:
+    def _sample(self, core: Seq, seq: Sequence, now: float, *, finished: bool) -> None:
         p = seq.params
         token = self.model.next_token(
             seq.tokens,
@@ -227,16 +155,57 @@ class Engine:
         if seq.first_token_at is None:
             seq.first_token_at = now
             self.metrics.ttft.observe(now - seq.arrival)
+            self.metrics.prompt_tokens.inc(seq.num_prompt)  # as vLLM: the whole prompt, at its first token
         finish, stop_reason = self._check_stop(seq, token)
-        if finish is None and (seq.num_output >= p.max_tokens or seq.num_tokens >= self.limits.max_model_len):
-            finish = "length"
+        if finish is None and finished:
+            finish = "length"  # max_tokens or the context limit: the model's own target
         self._emit(seq, token, finish, stop_reason)
         if finish is not None:
             seq.finish_reason = finish
-            self.running.remove(seq)
-            self._free(seq)
+            if not finished:
+                self.core.stop(core)
+                self._forget(core)
             self.metrics.e2e.observe(now - seq.arrival)
             self.metrics.finished(finish)
+
+    def _cache_blocks(self, core: Seq, seq: Sequence) -> None:
+        """Cache the blocks the sampled tokens filled (their KV is computed one step after sampling)."""
+        bs = self.limits.block_size
+        while core in self.core.running:
+            known = len(core.units)
+            end = (known + 1) * bs
+            if self.core.computed_tokens(core) < end or len(seq.tokens) < end:
+                return
+            parent = core.units[-1].hash if core.units else 0
+            (h,) = block_hashes(seq.tokens[:end], bs, start=known, parent=parent)
+            self.core.cache_block(core, h)
+            if len(core.units) == known:
+                return  # the model declined (its prompt units are not all computed yet)
+
+    def _drop(self, seq: Sequence) -> None:
+        core = self._core_of.get(seq)
+        if core is not None:
+            self.core.stop(core)
+            self._forget(core)
+        self._count()
+        self._publish()
+
+    def _forget(self, core: Seq) -> None:
+        seq = self._seqs.pop(core, None)
+        if seq is not None:
+            self._core_of.pop(seq, None)
+
+    def _count(self) -> None:
+        """Carry the model's counters (prefix queries and hits in tokens, preemptions) into the metrics."""
+        now = (self.core.prefix_queries, self.core.prefix_hits, self.core.preemptions)
+        queries, hits, preemptions = (a - b for a, b in zip(now, self._counted, strict=True))
+        if queries:
+            self.metrics.prefix_queries.inc(queries)
+        if hits:
+            self.metrics.prefix_hits.inc(hits)
+        if preemptions:
+            self.metrics.preemptions.inc(preemptions)
+        self._counted = now
 
     def _check_stop(self, seq: Sequence, token: int) -> tuple[str | None, str | int | None]:
         p = seq.params
@@ -263,7 +232,7 @@ class Engine:
         seq.emitted_chars = limit
         seq.sink.put_nowait(TokenEvent(seq.index, (token,), text, finish, stop_reason))
 
-    def _publish_gauges(self) -> None:
-        self.metrics.running.set(len(self.running))
-        self.metrics.waiting.set(len(self.waiting))
-        self.metrics.kv_usage.set(self.pool.usage)
+    def _publish(self) -> None:
+        self.metrics.running.set(self.core.num_running)
+        self.metrics.waiting.set(self.core.num_waiting)
+        self.metrics.kv_usage.set(self.core.kv.usage)

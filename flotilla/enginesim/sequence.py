@@ -1,4 +1,5 @@
-"""One generation inside the engine: its tokens, KV blocks, sampling state and output channel."""
+"""One generation inside the engine: its tokens, sampling state and output channel (its KV blocks
+are the engine model's, `flotilla.sim.engine.Seq`)."""
 
 from __future__ import annotations
 
@@ -42,9 +43,6 @@ class Sequence:
     rng: random.Random
     arrival: float
     tokens: list[int] = field(default_factory=list)
-    num_computed: int = 0
-    blocks: list[int] = field(default_factory=list)
-    hashes: list[int] = field(default_factory=list)
     text: str = ""
     emitted_chars: int = 0
     first_token_at: float | None = None

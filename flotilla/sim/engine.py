@@ -17,8 +17,9 @@ buckets. A step therefore costs O(1) plus O(events), not O(batch). This works be
 sequence is ever partially prefilled and it is the last one admitted (the budget cut it), so every
 decoder is scheduled in every step as long as max_num_seqs <= max_num_batched_tokens.
 
-`flotilla.enginesim` should later run this same core under its asyncio clock, so that one engine
-model serves both (its per-token text generation stays outside).
+This is the one engine model of the project: `flotilla.enginesim` runs it under its asyncio clock
+(sampling real tokens, caching the blocks they fill with `cache_block`, ending a sequence at an EOS
+or a stop string or an abort with `stop`), and the fleet simulator runs it in virtual time.
 """
 
 from __future__ import annotations
@@ -83,7 +84,11 @@ class EngineModel:
         """`priority`: admit by (priority, arrival) and, if `preempt_lowest_priority`, preempt the
         lowest-priority running sequence (vLLM's priority mode); otherwise FCFS."""
         if limits.max_num_seqs > limits.max_num_batched_tokens:
-            raise ValueError("the simulator needs max_num_seqs <= max_num_batched_tokens")
+            # vLLM refuses the same configuration; the fast path below relies on it.
+            raise ValueError(
+                f"max_num_batched_tokens ({limits.max_num_batched_tokens}) must be at least"
+                f" max_num_seqs ({limits.max_num_seqs})"
+            )
         self._step_time = profile.step_time
         self.limits = limits
         self.bs = limits.block_size
@@ -419,8 +424,50 @@ class EngineModel:
         self.kv = KvModel(self.limits.kv_cache_blocks, self.limits.block_size)
         return lost
 
-    # ---- checks (tests) ------------------------------------------------------------------------
+    # ---- a real engine's hooks (between steps) ---------------------------------------------------
+
+    def output_tokens(self, s: Seq) -> int:
+        """Output tokens `s` has sampled so far (between steps)."""
+        return s.out + (self.k - s.k0 if s.decoding else 0)
 
     def computed_tokens(self, s: Seq) -> int:
         """Tokens of `s` in KV now (between steps)."""
         return s.nc + (self.k - s.k0 if s.decoding else 0)
+
+    def stop(self, s: Seq) -> None:
+        """End `s` now, before its target (an EOS or a stop string was sampled, or the client went
+        away), running or waiting; its blocks are released as at a finish. Between steps only."""
+        if s in self.running:
+            if s.decoding:
+                self._stop_decoding(s)
+                s.out += self.k - s.k0
+                s.nc += self.k - s.k0
+            if s is self.pre:
+                self.pre = None
+            self._finish(s)
+            return
+        if self.priority:
+            kept = [e for e in self._heap if e[2] is not s]
+            if len(kept) == len(self._heap):
+                return
+            self._heap = kept
+            heapq.heapify(self._heap)
+        elif s in self._fifo:
+            self._fifo.remove(s)
+        else:
+            return  # finished already
+        s.epoch += 1
+        self.predicted_remaining -= max(0.0, s.mark - s.out)
+
+    def cache_block(self, s: Seq, h: int) -> None:
+        """The next block of `s` past its known units is full and computed (generated tokens a real
+        engine knows only once sampled): cache it under the chained hash `h`, as vLLM caches every
+        full block, so a later prompt that repeats the output finds it. Between steps only."""
+        end = (len(s.units) and s.units[-1].end_token) + self.bs
+        if s not in self.running or s.next_unit < len(s.units) or self.computed_tokens(s) < end:
+            return
+        s.units = (*s.units, PrefixUnit(h, 1, end))
+        s.next_unit += 1
+        if self.kv.register(h, 1):
+            s.private -= 1
+            s.held.append(h)

@@ -1,6 +1,6 @@
 """KV capacity of one simulated engine: block counts, plus a prefix cache of shared units in LRU order.
 
-Semantics follow `flotilla.enginesim.kvcache.BlockPool` (and vLLM's block pool): usage is
+Semantics follow vLLM's block pool: usage is
 ``1 - free / total`` with cached-but-unreferenced blocks counted as free; an allocation that does not
 fit in truly free blocks evicts unreferenced cached prefixes, least recently released first; a
 duplicate of an already cached prefix stays private to its sequence. What differs is granularity:

@@ -45,7 +45,7 @@ def learned_lengths(requests: Sequence[SimRequest], artifact: str) -> list[float
     out: list[float] = []
     for i in range(0, len(requests), BATCH):
         batch = [
-            text.RequestFeatures(text=r.text or "", prompt_tokens=r.prompt_tokens)
+            text.PredictorInput(text=r.text or "", prompt_tokens=r.prompt_tokens)
             for r in requests[i : i + BATCH]
         ]
         out += [float(p.p50) for p in predictor.predict(batch)]

@@ -48,6 +48,9 @@ class SimConfig(BaseModel):
     max_inflight: int = Field(default=256, gt=0, description="router slots per instance")
     seed: int = 0
     model: str = "sim"
+    prefix_block_chars: int = Field(
+        default=router_features.PREFIX_BLOCK_CHARS, gt=0, description="the router's prefix_block_chars"
+    )
 
 
 @dataclass
@@ -86,15 +89,26 @@ class RunResult:
     """Requests lost to a killed engine (`faults`); their `finished` is NaN."""
 
 
-def features_of(req: SimRequest, model: str) -> RequestFeatures:
+def features_of(
+    req: SimRequest, model: str, block_chars: int = router_features.PREFIX_BLOCK_CHARS
+) -> RequestFeatures:
     """What the router extracts from the request: text prompts hashed as the router hashes text,
-    token prompts by their trace prefix ids (no max_tokens: the engine stops at the true length)."""
+    token prompts by their trace prefix ids (no max_tokens: the engine stops at the true length).
+    The prompt length is the trace's token count, where the live router estimates text prompts at
+    `CHARS_PER_TOKEN` (it does not tokenize)."""
     if req.text is not None:
         hashes = router_features.prefix_hashes(
-            req.text, block_chars=64, block_tokens=16, max_blocks=router_features.MAX_PREFIX_BLOCKS
+            req.text,
+            block_chars=block_chars,
+            block_tokens=router_features.PREFIX_BLOCK_TOKENS,
+            max_blocks=router_features.MAX_PREFIX_BLOCKS,
         )
     else:
-        hashes = router_prefix_hashes(req, max_blocks=router_features.MAX_PREFIX_BLOCKS)
+        hashes = router_prefix_hashes(
+            req,
+            block_tokens=router_features.PREFIX_BLOCK_TOKENS,
+            max_blocks=router_features.MAX_PREFIX_BLOCKS,
+        )
     return RequestFeatures(model=model, prompt_tokens=req.prompt_tokens, prefix_hashes=hashes)
 
 
@@ -136,7 +150,7 @@ def simulate(
     policy = (policies or default_registry()).build(scenario.policy, scenario.params)
     check_fits(requests, limits)
     # As the router does: predict once per request on arrival, carried in the features.
-    features = [features_of(r, config.model) for r in requests]
+    features = [features_of(r, config.model, config.prefix_block_chars) for r in requests]
     if predicted is None:
         predicted = predict_lengths(requests, features, scenario.predictor, scenario.artifact)
     features = [replace(f, predicted_output_tokens=p) for f, p in zip(features, predicted, strict=True)]

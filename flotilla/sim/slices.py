@@ -22,10 +22,9 @@ Modelling choices, where the router's engines would do something the trace canno
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from flotilla.router.policies import InstanceView, RequestFeatures
-from flotilla.router.slicing import RebalanceParams, continues, place_next_slice, slice_budget
+from flotilla.router.slicing import RebalanceParams, continues, place_next_slice, slice_budget, slice_features
 from flotilla.sim.engine import Seq
 from flotilla.sim.request import PrefixUnit, SimRequest
 
@@ -74,12 +73,15 @@ class Slicer:
         """The features the router dispatches the next slice with (`continuation.SliceRunner.pieces`)."""
         budget = slice_budget(self.slice_tokens, self.remaining(i))
         self.budget[i] = budget
-        context = self._requests[i].prompt_tokens + self.generated[i]
-        guess = predicted or float(self.slice_tokens)
-        slice_pred = float(min(budget, max(1.0, guess - self.generated[i])))
-        return replace(
-            features, prompt_tokens=context, max_tokens=budget, predicted_output_tokens=slice_pred
-        ), slice_pred
+        out = slice_features(
+            features,
+            predicted,
+            slice_tokens=self.slice_tokens,
+            budget=budget,
+            context_tokens=self._requests[i].prompt_tokens + self.generated[i],
+            generated=self.generated[i],
+        )
+        return out, out.predicted_output_tokens or 0.0
 
     def steer(self, i: int) -> Steer | None:
         """The router's between-slice placement for a continuation; None for a first slice."""

@@ -1,8 +1,8 @@
 """Kubernetes discovery: watch InferenceFleets and their pods; a pod is an instance once Ready.
 
-The model name and the balancing policy come from the fleet (`spec.model.name`,
-`spec.router.policy`/`params`); the pod's own labels and annotations (written by the operator) are
-the fallback while the fleet object has not been seen yet. Both resources are followed with
+The model name and its routing settings come from the fleet (`spec.model.name`, `spec.router`),
+resolved once per model; a pod whose fleet has not been seen yet is an instance of the model its
+own label names, routed with the router's defaults. Both resources are followed with
 list-then-watch loops that relist after an expired resourceVersion or a dropped connection.
 """
 
@@ -21,8 +21,9 @@ from pydantic import ValidationError
 from flotilla.api import InferenceFleetSpec, labels
 from flotilla.kube.config import load_configuration
 from flotilla.router.config import KubernetesDiscoveryConfig
-from flotilla.router.discovery import OnUpdate
+from flotilla.router.discovery import Discovered, OnUpdate
 from flotilla.router.instances import InstanceSpec
+from flotilla.router.model_routing import ModelRouting
 
 log = logging.getLogger("flotilla.router.discovery")
 
@@ -32,10 +33,7 @@ RELIST_BACKOFF_S = 1.0
 @dataclass(frozen=True)
 class FleetRouting:
     model: str
-    policy: str | None
-    params: tuple[tuple[str, Any], ...]
-    predictor: str | None = None
-    slice_tokens: int = 0
+    routing: ModelRouting
 
 
 def fleet_routing(obj: dict[str, Any]) -> FleetRouting | None:
@@ -47,9 +45,22 @@ def fleet_routing(obj: dict[str, Any]) -> FleetRouting | None:
         )
         return None
     router = spec.router
-    params = tuple(sorted((router.params or {}).items()))
-    predictor = router.predictor.name if router.predictor else None
-    return FleetRouting(spec.model.name, router.policy, params, predictor, router.slice_tokens or 0)
+    routing = ModelRouting(
+        policy=router.policy,
+        params=router.params or {},
+        predictor=router.predictor.name if router.predictor else None,
+        slice_tokens=router.slice_tokens,
+    )
+    return FleetRouting(spec.model.name, routing)
+
+
+def model_routing(fleets: dict[tuple[str, str], FleetRouting]) -> dict[str, ModelRouting]:
+    """Each model's routing settings (pure): a model served by several fleets takes the first
+    fleet's by namespace/name (discovery warns when the others differ)."""
+    out: dict[str, ModelRouting] = {}
+    for _, fleet in sorted(fleets.items()):
+        out.setdefault(fleet.model, fleet.routing)
+    return out
 
 
 def _pod_ready(pod: dict[str, Any]) -> bool:
@@ -82,12 +93,10 @@ def instance_specs(
             continue
         meta = pod.get("metadata") or {}
         pod_labels = meta.get("labels") or {}
-        annotations = meta.get("annotations") or {}
         fleet = fleets.get((ns, pod_labels.get(labels.LABEL_FLEET, "")))
         model = fleet.model if fleet else pod_labels.get(labels.LABEL_MODEL)
         if not model:
             continue
-        policy = fleet.policy if fleet else annotations.get(labels.ANNOTATION_ROUTER_POLICY)
         ip = pod["status"]["podIP"]
         host = f"[{ip}]" if ":" in ip else ip
         out.append(
@@ -95,10 +104,6 @@ def instance_specs(
                 id=f"{ns}/{name}",
                 url=f"http://{host}:{_engine_port(pod, port)}",
                 model=model,
-                policy=policy,
-                params=fleet.params if fleet else (),
-                predictor=fleet.predictor if fleet else None,
-                slice_tokens=fleet.slice_tokens if fleet else 0,
             )
         )
     return out
@@ -114,7 +119,7 @@ class KubeDiscovery:
         self._factory = api_client_factory or self._default_client
         self._fleets: dict[tuple[str, str], FleetRouting] = {}
         self._pods: dict[tuple[str, str], dict[str, Any]] = {}
-        self._published: list[InstanceSpec] | None = None
+        self._published: Discovered | None = None
 
     async def _default_client(self) -> Any:
         """An ApiClient with its own Configuration (kubernetes_asyncio's default one is a global)."""
@@ -152,17 +157,25 @@ class KubeDiscovery:
                 if unlisted:
                     return
                 specs = instance_specs(self._fleets, self._pods, self._config.port)
-                if specs != self._published:
-                    self._published = specs
-                    on_update(specs)
+                now = Discovered(tuple(specs), model_routing(self._fleets))
+                if now != self._published:
+                    self._published = now
+                    on_update(now)
 
             def on_fleet(kind: str, obj: dict[str, Any]) -> None:
                 key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
-                routing = fleet_routing(obj) if kind != "DELETED" else None
-                if routing is None:
+                fleet = fleet_routing(obj) if kind != "DELETED" else None
+                if fleet is None:
                     self._fleets.pop(key, None)
                 else:
-                    self._fleets[key] = routing
+                    self._fleets[key] = fleet
+                    chosen = model_routing(self._fleets)[fleet.model]
+                    if chosen != fleet.routing:
+                        log.warning(
+                            "model served by several fleets with different spec.router: the first"
+                            " fleet's (by namespace/name) is used",
+                            extra={"fleet": "/".join(key), "model": fleet.model},
+                        )
                 publish()
 
             def on_pod(kind: str, obj: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ What the router uses (everything numpy + tokenizers; torch only trains):
 
 - `LearnedPredictor.load("llama-3.1-8b")`: a shipped, versioned artifact (fine-tuned truncated
   MiniLM, int8, with a linear ranking head and calibrated p50/p90), chosen per fleet by name.
-- `BatchingPredictor`: `await bp.predict(RequestFeatures(text, prompt_tokens, max_tokens))` from
+- `BatchingPredictor`: `await bp.predict(PredictorInput(text, prompt_tokens, max_tokens))` from
   the event loop; micro-batches in one worker thread. Returns `Predicted(prediction, features)`.
 - `FeatureLog` + `refit`: record (features, real output tokens) per model; a refit head replaces
   the current one only if its tau on the most recent traffic is not worse; `OnlineRefitter` runs
@@ -26,7 +26,7 @@ from flotilla.router.predictor.predictor import (
 )
 from flotilla.router.predictor.queue_order import QueueOrderParams, ShortestPredictedFirst
 from flotilla.router.predictor.refit import RefitOutcome, RefitParams, refit
-from flotilla.router.predictor.text import RequestFeatures, chat_to_text
+from flotilla.router.predictor.text import PredictorInput, chat_to_text
 
 __all__ = [
     "BatchingParams",
@@ -38,11 +38,11 @@ __all__ = [
     "Predicted",
     "Prediction",
     "Predictor",
+    "PredictorInput",
     "PromptLengthPredictor",
     "QueueOrderParams",
     "RefitOutcome",
     "RefitParams",
-    "RequestFeatures",
     "ShortestPredictedFirst",
     "chat_to_text",
     "refit",

@@ -26,14 +26,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from flotilla.router.predictor.predictor import Prediction, Predictor
-from flotilla.router.predictor.text import RequestFeatures
+from flotilla.router.predictor.text import PredictorInput
 
 
 @runtime_checkable
 class EmbeddingPredictor(Predictor, Protocol):
     """A predictor whose head input can be logged for online refits (LearnedPredictor is one)."""
 
-    def embed(self, batch: Sequence[RequestFeatures]) -> np.ndarray: ...
+    def embed(self, batch: Sequence[PredictorInput]) -> np.ndarray: ...
 
     def predict_embedded(self, z: np.ndarray, max_tokens: Sequence[int | None]) -> list[Prediction]: ...
 
@@ -61,7 +61,7 @@ class BatchingParams(BaseModel):
     blas_threads: int | None = Field(1, ge=1)
 
 
-_Item = tuple[RequestFeatures, "asyncio.Future[Predicted]"]
+_Item = tuple[PredictorInput, "asyncio.Future[Predicted]"]
 
 
 class BatchingPredictor:
@@ -114,7 +114,7 @@ class BatchingPredictor:
     def swap(self, predictor: Predictor) -> None:
         self.predictor = predictor
 
-    def submit(self, features: RequestFeatures) -> asyncio.Future[Predicted]:
+    def submit(self, features: PredictorInput) -> asyncio.Future[Predicted]:
         """Queue one request; the future resolves when its batch is scored (or fails with it)."""
         if self._task is None:
             raise RuntimeError("BatchingPredictor is not started")
@@ -122,7 +122,7 @@ class BatchingPredictor:
         self._queue.put_nowait((features, fut))
         return fut
 
-    async def predict(self, features: RequestFeatures) -> Predicted:
+    async def predict(self, features: PredictorInput) -> Predicted:
         return await self.submit(features)
 
     def expected_wait_s(self) -> float:
@@ -200,7 +200,7 @@ class BatchingPredictor:
                 fut.set_result(res)
 
 
-def _score(predictor: Predictor, batch: list[RequestFeatures]) -> list[Predicted]:
+def _score(predictor: Predictor, batch: list[PredictorInput]) -> list[Predicted]:
     if isinstance(predictor, EmbeddingPredictor):
         z = predictor.embed(batch)
         preds = predictor.predict_embedded(z, [f.max_tokens for f in batch])

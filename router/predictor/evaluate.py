@@ -17,11 +17,11 @@ from flotilla.router.predictor import metrics
 from flotilla.router.predictor.calibration import LengthCalibration
 from flotilla.router.predictor.data import PromptRecord, sampled_truth
 from flotilla.router.predictor.predictor import LearnedPredictor
-from flotilla.router.predictor.text import RequestFeatures
+from flotilla.router.predictor.text import PredictorInput
 
 
-def features_of(records: Sequence[PromptRecord]) -> list[RequestFeatures]:
-    return [RequestFeatures(text=r.text, prompt_tokens=r.input_tokens) for r in records]
+def features_of(records: Sequence[PromptRecord]) -> list[PredictorInput]:
+    return [PredictorInput(text=r.text, prompt_tokens=r.input_tokens) for r in records]
 
 
 def baseline_rows(held: Sequence[PromptRecord], calibrate: Sequence[PromptRecord]) -> dict[str, Any]:
@@ -80,7 +80,7 @@ def measure_latency(
         return _measure(predictor, features_of(records[:n]), batch)
 
 
-def _measure(predictor: LearnedPredictor, feats: list[RequestFeatures], batch: int) -> dict[str, float]:
+def _measure(predictor: LearnedPredictor, feats: list[PredictorInput], batch: int) -> dict[str, float]:
     predictor.predict(feats[:batch])  # warm-up: first BLAS calls, allocator
     one_cpu, one_wall = [], []
     for f in feats:

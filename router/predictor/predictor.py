@@ -20,7 +20,7 @@ from flotilla.router.predictor import artifact, text
 from flotilla.router.predictor.artifact import HeadSpec
 from flotilla.router.predictor.calibration import LengthCalibration
 from flotilla.router.predictor.encoder import NumpyEncoder
-from flotilla.router.predictor.text import RequestFeatures
+from flotilla.router.predictor.text import PredictorInput
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +36,7 @@ class Prediction:
 class Predictor(Protocol):
     name: str
 
-    def predict(self, batch: Sequence[RequestFeatures]) -> list[Prediction]: ...
+    def predict(self, batch: Sequence[PredictorInput]) -> list[Prediction]: ...
 
 
 class LearnedPredictor:
@@ -79,7 +79,7 @@ class LearnedPredictor:
         )
         return [text.head_tail(e.ids, self.keep) for e in encs]
 
-    def embed(self, batch: Sequence[RequestFeatures]) -> np.ndarray:
+    def embed(self, batch: Sequence[PredictorInput]) -> np.ndarray:
         """The head's input per request: pooled encoder output and cheap features (what is logged)."""
         if not batch:
             return np.zeros((0, len(self._w)), dtype=np.float32)
@@ -100,7 +100,7 @@ class LearnedPredictor:
     def predict_embedded(self, z: np.ndarray, max_tokens: Sequence[int | None]) -> list[Prediction]:
         return _to_predictions(self.score_embedded(z), self.head.calibration, max_tokens)
 
-    def predict(self, batch: Sequence[RequestFeatures]) -> list[Prediction]:
+    def predict(self, batch: Sequence[PredictorInput]) -> list[Prediction]:
         return self.predict_embedded(self.embed(batch), [r.max_tokens for r in batch])
 
 
@@ -112,7 +112,7 @@ class PromptLengthPredictor:
     def __init__(self, calibration: LengthCalibration) -> None:
         self.calibration = calibration
 
-    def predict(self, batch: Sequence[RequestFeatures]) -> list[Prediction]:
+    def predict(self, batch: Sequence[PredictorInput]) -> list[Prediction]:
         scores = np.log1p(np.array([r.prompt_tokens for r in batch], dtype=float))
         return _to_predictions(scores, self.calibration, [r.max_tokens for r in batch])
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from flotilla.router.predictor.predictor import Predictor
-from flotilla.router.predictor.text import RequestFeatures
+from flotilla.router.predictor.text import PredictorInput
 
 MODES: dict[str, dict[str, Any]] = {
     "wait-always": {"deadline_s": 3600.0, "matters": True, "batching": {"workers": 1, "max_batch": 8}},
@@ -46,7 +46,7 @@ def arrivals(pattern: str, n: int, rng: np.random.Generator) -> list[float]:
 
 async def _serve(
     predictor: Predictor,
-    feats: Sequence[RequestFeatures],
+    feats: Sequence[PredictorInput],
     at: Sequence[float],
     mode: dict[str, Any],
     deadline_s: float,
@@ -69,7 +69,7 @@ async def _serve(
     added: list[float] = []
     late: list[float] = []
 
-    async def one(f: RequestFeatures) -> None:
+    async def one(f: PredictorInput) -> None:
         t = time.perf_counter()
         est = await svc.estimate(RouterFeatures(model="m", prompt_tokens=f.prompt_tokens), f.text)
         added.append(time.perf_counter() - t)
@@ -78,7 +78,7 @@ async def _serve(
             late.append(time.perf_counter() - t)
 
     # Warm-up (first BLAS calls, thread start), not measured; other texts, so no cache hits later.
-    await asyncio.gather(*(one(RequestFeatures(f.text + " (warm-up)", f.prompt_tokens)) for f in feats[:8]))
+    await asyncio.gather(*(one(PredictorInput(f.text + " (warm-up)", f.prompt_tokens)) for f in feats[:8]))
     added.clear()
     late.clear()
     start = time.perf_counter()
@@ -93,7 +93,7 @@ async def _serve(
 
 def measure_serving_latency(
     predictor: Predictor,
-    feats: Sequence[RequestFeatures],
+    feats: Sequence[PredictorInput],
     patterns: Sequence[tuple[str, int]] = (("burst16", 160), ("20rps", 200), ("100rps", 300)),
     deadline_s: float = 0.005,
     seed: int = 0,

@@ -26,8 +26,9 @@ N_CHEAP = 2
 
 
 @dataclass(frozen=True, slots=True)
-class RequestFeatures:
-    """What the router knows about a request before it runs.
+class PredictorInput:
+    """What the length predictor reads of a request: its prompt text and length (the router's
+    `RequestFeatures` carry hashes and the prediction instead; the text is not kept there).
 
     `prompt_tokens` is the count in the serving model's own tokenizer (the router has it from the
     engine's tokenizer or estimates it); `max_tokens` caps the predicted lengths.

@@ -8,8 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from flotilla.router.predictor import Prediction
-from flotilla.router.predictor import RequestFeatures as PredictorInput
+from flotilla.router.predictor import Prediction, PredictorInput
 from flotilla.router.predictor.artifact import resolve
 
 MODEL = "sim"

@@ -62,13 +62,14 @@ async def test_batch_is_capped_by_max_num_seqs() -> None:
     seqs = [seq([1, 2, 3], 5, i) for i in range(3)]
     for s in seqs:
         engine.add(s)
-    scheduled, _ = engine.schedule()
-    assert [s for s, _ in scheduled] == seqs[:2]
-    assert list(engine.waiting) == seqs[2:]
+    assert engine.step_begin() > 0
+    assert (engine.num_running, engine.num_waiting) == (2, 1)
+    engine.step_end()
+    assert [s.num_output for s in seqs] == [1, 1, 0], "the first two ran the step and sampled"
 
 
 async def test_chunked_prefill_and_step_times_follow_the_profile() -> None:
-    engine, rec = make_engine(max_num_batched_tokens=32)
+    engine, rec = make_engine(max_num_batched_tokens=32, max_num_seqs=8)
     s = seq(list(range(100)), 3)
     engine.add(s)
     task = asyncio.create_task(engine.run())
@@ -108,7 +109,7 @@ async def test_preemption_when_kv_blocks_run_out_and_everyone_still_finishes() -
     task.cancel()
     assert all(len(r) == 12 for r in results)
     assert engine.metrics.preemptions._value.get() > 0
-    assert engine.pool.usage == 0.0
+    assert engine.kv_usage == 0.0
 
 
 async def test_stop_string_truncates_and_holds_back_text() -> None:
@@ -137,7 +138,7 @@ async def test_abort_frees_blocks_and_stops_output() -> None:
     engine.abort(s)
     await asyncio.sleep(0.01)
     task.cancel()
-    assert not engine.running and engine.pool.usage == 0.0
+    assert engine.num_running == 0 and engine.kv_usage == 0.0
 
 
 async def test_eos_ends_generation_when_allowed() -> None:
@@ -150,3 +151,39 @@ async def test_eos_ends_generation_when_allowed() -> None:
     task.cancel()
     assert events[-1].finish_reason == "stop" and events[-1].token_ids == (EOS_TOKEN_ID,)
     assert events[-1].stop_reason is None
+    assert engine.num_running == 0 and engine.kv_usage == 0.0, "an EOS frees the sequence's blocks"
+
+
+async def test_an_answer_repeated_in_the_next_prompt_hits_the_cache() -> None:
+    """Blocks filled with generated tokens are cached too (as vLLM caches every full block): the
+    next turn of a conversation, whose prompt holds the previous answer, finds them."""
+    engine, _ = make_engine(block_size=4)
+    task = asyncio.create_task(engine.run())
+    first = seq(list(range(8)), 12)
+    engine.add(first)
+    await drain(first)
+    hits_before = engine.metrics.prefix_hits._value.get()
+    follow_up = seq([*first.tokens, 99, 98, 97], 2, 1)  # 8 prompt + 12 output + 3 new tokens
+    engine.add(follow_up)
+    await drain(follow_up)
+    task.cancel()
+    # The first request computed 19 tokens (as on vLLM, the last sampled token's KV never is):
+    # four full blocks, the prompt's two and two of its answer.
+    assert engine.metrics.prefix_hits._value.get() - hits_before == 16
+
+
+async def test_abort_during_a_step_takes_effect_at_its_end() -> None:
+    engine, _ = make_engine()
+    s = seq([1, 2, 3], 1000)
+    engine.add(s)
+    assert engine.step_begin() > 0
+    engine.abort(s)  # the model changes only between steps
+    assert engine.num_running == 1
+    engine.step_end()
+    assert engine.num_running == 0 and engine.kv_usage == 0.0
+    assert s.num_output == 0 and s.sink.empty(), "an aborted sequence emits nothing"
+
+
+def test_max_num_seqs_above_the_token_budget_is_refused_as_vllm_does() -> None:
+    with pytest.raises(ValueError, match="max_num_batched_tokens"):
+        make_engine(max_num_seqs=64, max_num_batched_tokens=32)

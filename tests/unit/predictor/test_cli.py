@@ -8,7 +8,7 @@ from flotilla.router.predictor import data
 from flotilla.router.predictor.cli import app
 from flotilla.router.predictor.feature_log import FeatureLog
 from flotilla.router.predictor.predictor import LearnedPredictor
-from flotilla.router.predictor.text import RequestFeatures
+from flotilla.router.predictor.text import PredictorInput
 
 runner = CliRunner()
 
@@ -67,7 +67,7 @@ def test_refit_accepts_a_head_that_fits_logged_traffic(
     rng = np.random.default_rng(0)
     log = FeatureLog()
     reqs = [
-        RequestFeatures(" ".join(rng.choice(vocab_words, int(rng.integers(2, 30)))), 5) for _ in range(600)
+        PredictorInput(" ".join(rng.choice(vocab_words, int(rng.integers(2, 30)))), 5) for _ in range(600)
     ]
     z = pred.embed(reqs)
     # traffic whose length follows a direction the random head does not know

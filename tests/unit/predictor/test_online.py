@@ -8,7 +8,7 @@ from flotilla.router.predictor.calibration import LengthCalibration
 from flotilla.router.predictor.feature_log import FeatureLog
 from flotilla.router.predictor.online import OnlineRefitter
 from flotilla.router.predictor.predictor import LearnedPredictor, PromptLengthPredictor
-from flotilla.router.predictor.text import RequestFeatures
+from flotilla.router.predictor.text import PredictorInput
 
 WORDS = ["write", "a", "function", "explain", "the", "list", "python", "code", "short", "story", "why", "how"]
 
@@ -18,7 +18,7 @@ async def test_served_traffic_is_logged_refitted_and_the_new_head_swapped_in(tin
     rng = np.random.default_rng(0)
     log = FeatureLog()
     async with BatchingPredictor(pred) as bp:
-        reqs = [RequestFeatures(" ".join(rng.choice(WORDS, int(rng.integers(2, 12)))), 5) for _ in range(520)]
+        reqs = [PredictorInput(" ".join(rng.choice(WORDS, int(rng.integers(2, 12)))), 5) for _ in range(520)]
         served = [await bp.predict(r) for r in reqs[:40]]  # a few through the real path
         z = np.concatenate(
             [np.stack([s.features for s in served if s.features is not None]), pred.embed(reqs[40:])]

@@ -6,7 +6,7 @@ import pytest
 from flotilla.router.predictor import artifact, text
 from flotilla.router.predictor.calibration import LengthCalibration
 from flotilla.router.predictor.predictor import LearnedPredictor, Predictor, PromptLengthPredictor
-from flotilla.router.predictor.text import RequestFeatures
+from flotilla.router.predictor.text import PredictorInput
 
 
 def test_artifacts_resolve_by_name_version_or_path(tiny_artifact: Path) -> None:
@@ -25,9 +25,9 @@ def test_learned_predictor_scores_batches_consistently(tiny_artifact: Path) -> N
     assert isinstance(pred, Predictor)
     assert pred.name == "tiny-v3/head-v1"
     reqs = [
-        RequestFeatures("Write a short story about python", 6),
-        RequestFeatures("explain " * 500 + "why", 501, max_tokens=64),  # truncated to head + tail
-        RequestFeatures("zzz unknown words", 3),
+        PredictorInput("Write a short story about python", 6),
+        PredictorInput("explain " * 500 + "why", 501, max_tokens=64),  # truncated to head + tail
+        PredictorInput("zzz unknown words", 3),
     ]
     batch = pred.predict(reqs)
     singles = [pred.predict([r])[0] for r in reqs]
@@ -44,7 +44,7 @@ def test_with_head_swaps_only_the_head(tiny_artifact: Path) -> None:
     pred = LearnedPredictor.load(tiny_artifact)
     flipped = pred.head.model_copy(update={"weights": [-w for w in pred.head.weights], "version": 2})
     other = pred.with_head(flipped)
-    req = [RequestFeatures("write a function", 3)]
+    req = [PredictorInput("write a function", 3)]
     assert other.encoder is pred.encoder
     assert other.name.endswith("head-v2")
     assert other.predict(req)[0].score == pytest.approx(-pred.predict(req)[0].score, abs=1e-4)
@@ -55,7 +55,7 @@ def test_with_head_swaps_only_the_head(tiny_artifact: Path) -> None:
 def test_prompt_length_fallback() -> None:
     cal = LengthCalibration(centers=[0.0, 10.0], quantiles={"p50": [10.0, 1000.0], "p90": [20.0, 2000.0]})
     pred = PromptLengthPredictor(cal)
-    short, long = pred.predict([RequestFeatures("a", 2), RequestFeatures("b", 2000, max_tokens=100)])
+    short, long = pred.predict([PredictorInput("a", 2), PredictorInput("b", 2000, max_tokens=100)])
     assert short.score < long.score
     assert long.p90 == 100
 

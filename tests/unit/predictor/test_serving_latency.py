@@ -10,13 +10,13 @@ from flotilla.router.predictor.serving_latency import (
     measure_serving_latency,
     render_serving_latency,
 )
-from flotilla.router.predictor.text import RequestFeatures
+from flotilla.router.predictor.text import PredictorInput
 
 
 class Words:
     name = "words-v1"
 
-    def predict(self, batch: Sequence[RequestFeatures]) -> list[Prediction]:
+    def predict(self, batch: Sequence[PredictorInput]) -> list[Prediction]:
         return [Prediction(float(len(r.text.split())), 10.0, 20.0) for r in batch]
 
 
@@ -28,7 +28,7 @@ def test_arrival_patterns() -> None:
 
 
 def test_modes_are_compared_on_the_same_arrivals() -> None:
-    feats = [RequestFeatures(f"prompt number {i}", 3) for i in range(40)]
+    feats = [PredictorInput(f"prompt number {i}", 3) for i in range(40)]
     lat = measure_serving_latency(Words(), feats, patterns=(("burst16", 32), ("400rps", 32)))
     for pattern in ("burst16", "400rps"):
         modes = lat[pattern]

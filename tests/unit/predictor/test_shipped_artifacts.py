@@ -7,7 +7,7 @@ import pytest
 
 from flotilla.router.predictor import artifact
 from flotilla.router.predictor.predictor import LearnedPredictor
-from flotilla.router.predictor.text import RequestFeatures
+from flotilla.router.predictor.text import PredictorInput
 
 
 def require(module: str) -> None:
@@ -25,7 +25,7 @@ def test_shipped_artifact_matches_its_training_scores(path) -> None:  # type: ig
     pred = LearnedPredictor.load(path)
     cases = pred.artifact.manifest.selftest
     assert cases, "artifact has no self-test cases"
-    got = pred.predict([RequestFeatures(c.text, c.prompt_tokens) for c in cases])
+    got = pred.predict([PredictorInput(c.text, c.prompt_tokens) for c in cases])
     for case, p in zip(cases, got, strict=True):
         assert p.score == pytest.approx(case.score, abs=2e-3)
         assert 0 < p.p50 <= p.p90

@@ -6,11 +6,13 @@ from dataclasses import replace
 import pytest
 from prometheus_client import CollectorRegistry
 
-from flotilla.router.admission import Admission, PolicyBook
+from flotilla.router.admission import Admission
 from flotilla.router.errors import ApiError
 from flotilla.router.instances import InstanceSpec, InstanceTable
 from flotilla.router.metrics import RouterMetrics
+from flotilla.router.model_routing import ModelRouting
 from flotilla.router.policies import RequestFeatures, default_registry
+from flotilla.router.policy_book import PolicyBook
 from flotilla.router.prediction import ProxyPredictor
 
 
@@ -130,12 +132,9 @@ async def test_streamed_progress_reduces_predicted_remaining() -> None:
 
 
 async def test_fleet_policy_is_used_and_a_bad_one_falls_back() -> None:
-    table = InstanceTable(default_max_inflight=4)
-    table.update([InstanceSpec(id="a", url="http://a", model="m", policy="round_robin")])
     book = PolicyBook(default_registry(), "least_request", {})
-    assert book.policy_for("m", table.all()).name == "round_robin"
-    table.update([InstanceSpec(id="a", url="http://a", model="m", policy="bogus")])
-    assert book.policy_for("m", table.all()).name == "least_request"
+    assert book.policy_for("m", ModelRouting(policy="round_robin")).name == "round_robin"
+    assert book.policy_for("m", ModelRouting(policy="bogus")).name == "least_request"
     assert "bogus" in book.errors["m"]
 
 
@@ -144,30 +143,24 @@ def test_a_rejected_fleet_policy_is_logged_and_exported(caplog: pytest.LogCaptur
     `flotilla_router_policy_rejected` is 1 until the fleet is fixed."""
     metrics = RouterMetrics(CollectorRegistry())
     book = PolicyBook(default_registry(), "least_request", {}, metrics=metrics)
-    table = InstanceTable(default_max_inflight=4)
 
     def rejected(policy: str, field: str) -> float | None:
         return metrics.registry.get_sample_value(
             "flotilla_router_policy_rejected", {"model": "m", "policy": policy, "field": field}
         )
 
-    table.update([InstanceSpec(id="a", url="http://a", model="m", policy="lest_request")])
-    with caplog.at_level(logging.WARNING, logger="flotilla.router.admission"):
-        assert book.policy_for("m", table.all()).name == "least_request"
-        book.policy_for("m", table.all())  # the same configuration: no second warning
+    with caplog.at_level(logging.WARNING, logger="flotilla.router.policy_book"):
+        assert book.policy_for("m", ModelRouting(policy="lest_request")).name == "least_request"
+        book.policy_for("m", ModelRouting(policy="lest_request"))  # the same configuration: no second warning
     assert [r.__dict__["field"] for r in caplog.records] == ["spec.router.policy"]
     assert rejected("lest_request", "spec.router.policy") == 1
 
-    bad_params = InstanceSpec(
-        id="a", url="http://a", model="m", policy="prefix_affinity", params=(("no_such_param", 1),)
-    )
-    table.update([bad_params])
-    assert book.policy_for("m", table.all()).name == "least_request"
+    bad_params = ModelRouting(policy="prefix_affinity", params={"no_such_param": 1})
+    assert book.policy_for("m", bad_params).name == "least_request"
     assert rejected("lest_request", "spec.router.policy") is None
     assert rejected("prefix_affinity", "spec.router.params") == 1
     assert "spec.router.params" in book.errors["m"]
 
-    table.update([InstanceSpec(id="a", url="http://a", model="m", policy="round_robin")])
-    assert book.policy_for("m", table.all()).name == "round_robin"
+    assert book.policy_for("m", ModelRouting(policy="round_robin")).name == "round_robin"
     assert rejected("prefix_affinity", "spec.router.params") is None
     assert "m" not in book.errors

@@ -15,11 +15,12 @@ from flotilla.api.routing import (
     LeastWorkParams,
 )
 from flotilla.profiles import load_profile
-from flotilla.router.admission import Admission, PolicyBook
+from flotilla.router.admission import Admission
 from flotilla.router.instances import InstanceSpec, InstanceTable
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import InstanceView, RequestFeatures, Snapshot, default_registry
 from flotilla.router.policies.least_work import LeastWork
+from flotilla.router.policy_book import PolicyBook
 
 
 def req(prompt: int = 1000, hashes: tuple[int, ...] = ()) -> RequestFeatures:

@@ -5,11 +5,13 @@ import random
 
 from prometheus_client import CollectorRegistry
 
-from flotilla.router.admission import Admission, PolicyBook
+from flotilla.router.admission import Admission
 from flotilla.router.instances import EngineSample, InstanceSpec, InstanceTable
 from flotilla.router.memory import fitting, kv_after
 from flotilla.router.metrics import RouterMetrics
+from flotilla.router.model_routing import ModelRouting
 from flotilla.router.policies import InstanceView, RequestFeatures, default_registry
+from flotilla.router.policy_book import PolicyBook
 
 
 def test_fitting_filters_waits_or_gives_up() -> None:
@@ -26,7 +28,10 @@ def test_fitting_filters_waits_or_gives_up() -> None:
 
 async def test_admission_keeps_instances_under_the_limit() -> None:
     table = InstanceTable(default_max_inflight=8)
-    table.update([InstanceSpec(id=i, url=f"http://{i}", model="m", policy="round_robin") for i in ("a", "b")])
+    table.update(
+        [InstanceSpec(id=i, url=f"http://{i}", model="m") for i in ("a", "b")],
+        {"m": ModelRouting(policy="round_robin")},
+    )
     for rec, usage in zip(table.all(), (0.85, 0.5), strict=True):
         rec.record_sample(EngineSample(running=1, waiting=0, kv_usage=usage, kv_capacity_tokens=1000))
     adm = Admission(

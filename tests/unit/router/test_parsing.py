@@ -1,7 +1,7 @@
 import pytest
 
-from flotilla.router.config import RouterConfig
-from flotilla.router.discovery.kube import FleetRouting, instance_specs
+from flotilla.router.config import ModelRouting, RouterConfig
+from flotilla.router.discovery.kube import FleetRouting, fleet_routing, instance_specs, model_routing
 from flotilla.router.errors import ApiError
 from flotilla.router.features import extract
 from flotilla.router.instances import EngineSample, InstanceRecord, InstanceSpec
@@ -107,8 +107,8 @@ def _pod(
     }
 
 
-def test_kube_instances_are_ready_pods_with_the_fleets_model_and_policy() -> None:
-    fleets = {("ns", "f"): FleetRouting("llama", "prefix_affinity", (("load_factor", 1.5),))}
+def test_kube_instances_are_ready_pods_with_the_fleets_model() -> None:
+    fleets = {("ns", "f"): FleetRouting("llama", ModelRouting(policy="prefix_affinity"))}
     pods = {
         ("ns", "a"): _pod("a", ready=True),
         ("ns", "b"): _pod("b", ready=False),
@@ -119,28 +119,30 @@ def test_kube_instances_are_ready_pods_with_the_fleets_model_and_policy() -> Non
     specs = instance_specs(fleets, pods, None)
     assert [s.id for s in specs] == ["ns/a", "ns/e"]
     a, e = specs
-    assert (a.url, a.model, a.policy, a.params) == (
-        "http://127.0.1.5:9000",
-        "llama",
-        "prefix_affinity",
-        (("load_factor", 1.5),),
-    )
-    assert e.model == "pm" and e.policy is None  # fleet not seen yet: the pod's own label
+    assert (a.url, a.model) == ("http://127.0.1.5:9000", "llama")
+    assert e.model == "pm"  # fleet not seen yet: the pod's own label (and the router's defaults)
+    assert model_routing(fleets) == {"llama": ModelRouting(policy="prefix_affinity")}
 
 
-def test_fleet_predictor_and_slice_tokens_reach_instances() -> None:
-    from flotilla.router.discovery.kube import fleet_routing
-
+def test_routing_is_resolved_once_per_model_from_its_fleet() -> None:
     obj = {
         "metadata": {"name": "f"},
         "spec": {
             "model": {"name": "llama", "source": "meta-llama/Llama-3.1-8B-Instruct"},
             "resources": {"gpus": 1},
-            "router": {"policy": "predicted_load", "sliceTokens": 64, "predictor": {"name": "llama-3.1-8b"}},
+            "router": {
+                "policy": "prefix_affinity",
+                "params": {"load_factor": 1.5},
+                "sliceTokens": 64,
+                "predictor": {"name": "llama-3.1-8b"},
+            },
         },
     }
-    routing = fleet_routing(obj)
-    assert routing is not None
-    assert (routing.predictor, routing.slice_tokens) == ("llama-3.1-8b", 64)
-    (spec,) = instance_specs({("ns", "f"): routing}, {("ns", "a"): _pod("a", ready=True)}, None)
-    assert (spec.predictor, spec.slice_tokens, spec.policy) == ("llama-3.1-8b", 64, "predicted_load")
+    fleet = fleet_routing(obj)
+    assert fleet is not None and fleet.model == "llama"
+    assert fleet.routing == ModelRouting(
+        policy="prefix_affinity", params={"load_factor": 1.5}, predictor="llama-3.1-8b", slice_tokens=64
+    )
+    # Two fleets of one model: the first by namespace/name decides, whatever the watch order.
+    other = FleetRouting("llama", ModelRouting(policy="round_robin"))
+    assert model_routing({("ns", "g"): other, ("ns", "f"): fleet})["llama"] == fleet.routing

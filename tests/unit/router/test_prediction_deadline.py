@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from flotilla.router.admission import Admission, PolicyBook, queue_factory
+from flotilla.router.admission import Admission, queue_factory
 from flotilla.router.instances import InstanceSpec, InstanceTable
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import RequestFeatures, default_registry
+from flotilla.router.policy_book import PolicyBook
 from flotilla.router.prediction import Estimate
-from flotilla.router.predictor import Prediction
-from flotilla.router.predictor import RequestFeatures as PredictorInput
+from flotilla.router.predictor import Prediction, PredictorInput
 from flotilla.router.predictor_service import PredictorService
 
 

@@ -10,8 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import RequestFeatures
-from flotilla.router.predictor import Prediction
-from flotilla.router.predictor import RequestFeatures as PredictorInput
+from flotilla.router.predictor import Prediction, PredictorInput
 from flotilla.router.predictor.metrics import kendall_tau_b as kendall_tau
 from flotilla.router.predictor_service import PredictorService
 

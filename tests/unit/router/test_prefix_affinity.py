@@ -5,12 +5,13 @@ from collections import Counter
 from prometheus_client import CollectorRegistry
 
 from flotilla.api.routing import PrefixAffinityParams
-from flotilla.router.admission import Admission, PolicyBook
+from flotilla.router.admission import Admission
 from flotilla.router.features import MAX_PREFIX_BLOCKS, prefix_hashes
 from flotilla.router.instances import InstanceSpec, InstanceTable
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import InstanceView, Observer, RequestFeatures, Snapshot, default_registry
 from flotilla.router.policies.prefix_affinity import PrefixAffinity, PrefixIndex
+from flotilla.router.policy_book import PolicyBook
 
 SYSTEM = list(range(512))  # a 512-token system prompt every request starts with, as on Mooncake
 

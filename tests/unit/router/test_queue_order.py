@@ -6,10 +6,11 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry
 
-from flotilla.router.admission import Admission, Lease, PolicyBook, queue_factory
+from flotilla.router.admission import Admission, Lease, queue_factory
 from flotilla.router.instances import InstanceSpec, InstanceTable
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import RequestFeatures, default_registry
+from flotilla.router.policy_book import PolicyBook
 
 
 class Clock:

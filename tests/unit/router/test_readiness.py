@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from flotilla.router.app import Router, draining_server
 from flotilla.router.config import RouterConfig
-from flotilla.router.discovery import OnUpdate
+from flotilla.router.discovery import Discovered, OnUpdate
 
 
 class HeldDiscovery:
@@ -27,7 +27,7 @@ class HeldDiscovery:
 
     async def run(self, on_update: OnUpdate) -> None:
         await self.release.wait()
-        on_update([])
+        on_update(Discovered())
         await asyncio.Event().wait()
 
 

@@ -1,16 +1,9 @@
-"""The simulator's engine model: invariants, and step-for-step agreement with flotilla.enginesim."""
+"""The engine model (run by the simulator and by flotilla.enginesim): invariants and semantics."""
 
-import asyncio
 import random
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from flotilla.enginesim.engine import Engine
-from flotilla.enginesim.metrics import EngineMetrics
-from flotilla.enginesim.sequence import SamplingParams, Sequence, TokenEvent
-from flotilla.enginesim.textmodel import TextModel
-from flotilla.enginesim.tokenizer import Tokenizer
 from flotilla.profiles import EngineLimits, StepTimeProfile
 from flotilla.sim.engine import EngineModel, Seq
 from flotilla.sim.request import SimRequest, prefix_units
@@ -55,33 +48,6 @@ def shared_prefix_requests(n: int, seed: int) -> tuple[list[SimRequest], list[li
 
 def model_seqs(reqs: list[SimRequest], bs: int) -> list[Seq]:
     return [Seq(r.id, r.prompt_tokens, r.output_tokens, prefix_units(r, bs)) for r in reqs]
-
-
-def test_steps_match_enginesim_exactly(profile: StepTimeProfile) -> None:
-    limits = EngineLimits(max_num_seqs=6, max_num_batched_tokens=96, block_size=16, kv_cache_blocks=4096)
-    reqs, prompts = shared_prefix_requests(40, seed=1)
-    tok = Tokenizer()
-    metrics = EngineMetrics(CollectorRegistry(), model_name="m", cache_info={"block_size": "16"})
-    real = Engine(
-        model=TextModel(tok, seed=0), tokenizer=tok, profile=profile, limits=limits, metrics=metrics
-    )
-    for r, prompt in zip(reqs, prompts, strict=True):
-        sink: asyncio.Queue[TokenEvent] = asyncio.Queue()
-        params = SamplingParams(max_tokens=r.output_tokens, temperature=0, ignore_eos=True)
-        real.add(Sequence(str(r.id), 0, prompt, params, sink, random.Random(0), 0.0))
-    real_works = []
-    while real.running or real.waiting:
-        scheduled, work = real.schedule()
-        real_works.append(
-            (work.prefill_tokens, work.prefill_attention_pairs, work.decode_seqs, work.kv_tokens_read)
-        )
-        real.apply(scheduled)
-
-    sim = EngineModel(profile, limits)
-    sim_works = run_alone(sim, model_seqs(reqs, 16))
-    assert sim_works == real_works
-    assert sim.prefix_hits == real.metrics.prefix_hits._value.get() > 0
-    assert sim.preemptions == 0
 
 
 def test_preempts_when_kv_is_short_and_still_completes_everything(profile: StepTimeProfile) -> None:
