@@ -22,7 +22,7 @@ on when `kv_usage_limit` is set), in the one `flotilla.router.dispatch.choose`. 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from flotilla.router.dispatch import Steer, charge, choose
 from flotilla.router.instances import EngineSample, InstanceRecord, InstanceSpec, InstanceTable
@@ -83,6 +83,31 @@ class SimRouter:
         j = self._index[chosen]
         charge(self.records[j], features, predicted)
         return j
+
+    def admit(
+        self, i: int, features: RequestFeatures, predicted: float, steer: Steer | None, now: float
+    ) -> int | None:
+        """Request `i` (or its next slice) asks for an instance, as `Admission.acquire` does: it is
+        dispatched at once when nobody waits and an instance takes it, else queued (None)."""
+        j = self.dispatch(features, predicted, steer) if not len(self.queue) else None
+        if j is None:
+            self.queue.push(i, now)
+        return j
+
+    def pump(
+        self, now: float, ask: Callable[[int], tuple[RequestFeatures, float, Steer | None]]
+    ) -> Iterator[tuple[int, int]]:
+        """Dispatch the queue's head while an instance takes it (`Admission.pump`): yields (request,
+        instance), each before the next is chosen, so the caller's send counts for the next choice.
+        `ask(i)` gives what request `i` is dispatched with now."""
+        while len(self.queue):
+            i = self.queue.peek(now)
+            assert i is not None
+            j = self.dispatch(*ask(i))
+            if j is None:
+                return
+            self.queue.pop(now)
+            yield i, j
 
     def first_token(self, instance: int, features: RequestFeatures) -> None:
         """The request's first token came out: its prompt is no longer prefill ahead (`Lease.progress`)."""
