@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from flotilla.placement.loop import LoopConfig
+    from flotilla.placement.kube.loop import LoopConfig
 
 DEFAULT_OUT = Path("benchmarks/placement")
 
@@ -42,7 +42,7 @@ def run(
     import asyncio
     import logging
 
-    from flotilla.placement.loop import LoopConfig
+    from flotilla.placement.kube.loop import LoopConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = LoopConfig(budget_s=budget, batch_window_s=batch_window, resync_s=resync, workers=workers)
@@ -64,9 +64,9 @@ async def _serve(config: LoopConfig, kubeconfig: Path | None, metrics_host: str,
 
     from flotilla.kube.config import load_configuration
     from flotilla.metricsserver import serve_metrics
-    from flotilla.placement.clusterapi import KubeClusterApi
-    from flotilla.placement.loop import PlacementLoop
-    from flotilla.placement.telemetry import PlacementMetrics
+    from flotilla.placement.kube.clusterapi import KubeClusterApi
+    from flotilla.placement.kube.loop import PlacementLoop
+    from flotilla.placement.kube.telemetry import PlacementMetrics
 
     api_config = await load_configuration(kubeconfig)
     stop = asyncio.Event()
@@ -107,10 +107,10 @@ def solve_scenario(
     from rich.table import Table
 
     from flotilla.placement.bench.scenarios import ScenarioSpec, generate
-    from flotilla.placement.bestfit import schedule_best_fit
-    from flotilla.placement.kubedefault import schedule_default
-    from flotilla.placement.metrics import evaluate
-    from flotilla.placement.solver import solve
+    from flotilla.placement.cpsat.solver import solve
+    from flotilla.placement.heuristics.bestfit import schedule_best_fit
+    from flotilla.placement.heuristics.kubedefault import schedule_default
+    from flotilla.placement.rules.metrics import evaluate
 
     spec = ScenarioSpec("cli", nodes, tiers, utilisation, bound_share, seed, constraints=constraints)
     snap = generate(spec)

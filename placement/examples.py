@@ -5,7 +5,16 @@ Each builder documents the optimum a person can check by hand, so a test can ass
 
 from __future__ import annotations
 
-from flotilla.placement.snapshot import Node, Pack, Pod, Resources, Spread, SpreadMode, Taint, Toleration
+from flotilla.placement.types.snapshot import (
+    Node,
+    Pack,
+    Pod,
+    Resources,
+    Spread,
+    SpreadMode,
+    Taint,
+    Toleration,
+)
 
 CPU_PER_GPU, MEM_PER_GPU = 12_000, 100_000
 

@@ -26,8 +26,8 @@ from flotilla.localcluster.binaries import find_repo_root
 from flotilla.localcluster.controlplane import LocalCluster
 from flotilla.localcluster.readiness import wait_until
 from flotilla.localcluster.serviceaccount import service_account_kubeconfig
-from flotilla.placement.clusterapi import KubeClusterApi
-from flotilla.placement.loop import LoopConfig, PlacementLoop
+from flotilla.placement.kube.clusterapi import KubeClusterApi
+from flotilla.placement.kube.loop import LoopConfig, PlacementLoop
 from flotilla.router.config import KubernetesDiscoveryConfig
 from flotilla.router.discovery.kube import KubeDiscovery
 from flotilla.router.instances import InstanceSpec

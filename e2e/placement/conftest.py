@@ -26,9 +26,9 @@ from prometheus_client import CollectorRegistry
 
 from flotilla.api import labels
 from flotilla.localcluster.nodes import KWOK_TOLERATION
-from flotilla.placement.clusterapi import KubeClusterApi
-from flotilla.placement.loop import LoopConfig, PlacementLoop
-from flotilla.placement.telemetry import PlacementMetrics
+from flotilla.placement.kube.clusterapi import KubeClusterApi
+from flotilla.placement.kube.loop import LoopConfig, PlacementLoop
+from flotilla.placement.kube.telemetry import PlacementMetrics
 
 
 def _operator_fixtures() -> ModuleType:

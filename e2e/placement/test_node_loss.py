@@ -16,8 +16,8 @@ import pytest
 
 from flotilla.api import labels
 from flotilla.localcluster.readiness import wait_until
-from flotilla.placement.clusterapi import COMPONENT
-from flotilla.placement.telemetry import PlacementMetrics
+from flotilla.placement.kube.clusterapi import COMPONENT
+from flotilla.placement.kube.telemetry import PlacementMetrics
 
 pytestmark = pytest.mark.e2e
 

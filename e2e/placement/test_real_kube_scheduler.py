@@ -13,11 +13,11 @@ import pytest
 
 from flotilla.localcluster.controlplane import LocalCluster
 from flotilla.placement.bench.kwokreplay import ensure_priority_classes, replay
+from flotilla.placement.cpsat.solver import solve
 from flotilla.placement.examples import gpu_node, tp_pod
-from flotilla.placement.metrics import evaluate
-from flotilla.placement.plan import Status
-from flotilla.placement.snapshot import Snapshot
-from flotilla.placement.solver import solve
+from flotilla.placement.rules.metrics import evaluate
+from flotilla.placement.types.plan import Status
+from flotilla.placement.types.snapshot import Snapshot
 
 pytestmark = pytest.mark.e2e
 

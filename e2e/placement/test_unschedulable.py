@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from flotilla.localcluster.readiness import wait_until
-from flotilla.placement.telemetry import PlacementMetrics
+from flotilla.placement.kube.telemetry import PlacementMetrics
 
 pytestmark = pytest.mark.e2e
 

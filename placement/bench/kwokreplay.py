@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.api import labels as api
-from flotilla.placement.plan import Binding, Eviction, Plan, Status
-from flotilla.placement.snapshot import Pod, Snapshot
+from flotilla.placement.types.plan import Binding, Eviction, Plan, Status
+from flotilla.placement.types.snapshot import Pod, Snapshot
 
 POOL = "flotilla.dev/bench-pool"
 TIER_VALUE = 1000  # PriorityClass value per tier

@@ -15,12 +15,12 @@ from functools import partial
 from pathlib import Path
 
 from flotilla.placement.bench.scenarios import ScenarioSpec, generate
-from flotilla.placement.bestfit import schedule_best_fit
-from flotilla.placement.kubedefault import schedule_default
-from flotilla.placement.metrics import evaluate, violations
-from flotilla.placement.plan import Plan
-from flotilla.placement.snapshot import Snapshot
-from flotilla.placement.solver import Approach, solve
+from flotilla.placement.cpsat.solver import Approach, solve
+from flotilla.placement.heuristics.bestfit import schedule_best_fit
+from flotilla.placement.heuristics.kubedefault import schedule_default
+from flotilla.placement.rules.metrics import evaluate, violations
+from flotilla.placement.types.plan import Plan
+from flotilla.placement.types.snapshot import Snapshot
 
 
 @dataclass(frozen=True)

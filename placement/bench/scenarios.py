@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
-from flotilla.placement.kubedefault import schedule_default
-from flotilla.placement.snapshot import (
+from flotilla.placement.heuristics.kubedefault import schedule_default
+from flotilla.placement.types.snapshot import (
     GPU_PRODUCT_KEY,
     HOSTNAME_KEY,
     Node,

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from flotilla.enginesim.metrics import EngineMetrics
 from flotilla.operator.metrics import OperatorMetrics
-from flotilla.placement.telemetry import PlacementMetrics
+from flotilla.placement.kube.telemetry import PlacementMetrics
 from flotilla.router.metrics import RouterMetrics
 
 # Placement panels read where pods landed from kube-state-metrics (not a flotilla component).

@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 from flotilla.placement.bench.report import approach_table, family_table, plot, policy_table
 from flotilla.placement.bench.runner import Family, run_scenario, scenario_specs
 from flotilla.placement.bench.scenarios import ScenarioSpec, generate
-from flotilla.placement.metrics import violations
-from flotilla.placement.plan import Plan
-from flotilla.placement.snapshot import Snapshot
+from flotilla.placement.rules.metrics import violations
+from flotilla.placement.types.plan import Plan
+from flotilla.placement.types.snapshot import Snapshot
 
 
 def test_scenarios_are_seeded_and_hit_the_target_utilisation() -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flotilla.placement.bestfit import schedule_best_fit
 from flotilla.placement.examples import gpu_node, tp_pod
-from flotilla.placement.metrics import violations
-from flotilla.placement.snapshot import Snapshot
+from flotilla.placement.heuristics.bestfit import schedule_best_fit
+from flotilla.placement.rules.metrics import violations
+from flotilla.placement.types.snapshot import Snapshot
 
 
 def test_best_fit_keeps_whole_nodes_free_for_tp8() -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from flotilla.api import labels as api
-from flotilla.placement.kubeconv import build_snapshot, parse_quantity, to_node, to_pod
-from flotilla.placement.snapshot import Resources, SpreadMode
+from flotilla.placement.kube.kubeconv import build_snapshot, parse_quantity, to_node, to_pod
+from flotilla.placement.types.snapshot import Resources, SpreadMode
 
 
 def node_json(name: str, gpus: int = 8, ready: bool = True, **spec: Any) -> dict[str, Any]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from flotilla.placement.examples import gpu_node, tp_pod
-from flotilla.placement.faststate import FastState
-from flotilla.placement.kubedefault import num_feasible_nodes_to_find, schedule_default, scores
-from flotilla.placement.metrics import evaluate, violations
-from flotilla.placement.snapshot import Snapshot, Taint, Toleration
+from flotilla.placement.heuristics.kubedefault import num_feasible_nodes_to_find, schedule_default, scores
+from flotilla.placement.rules.faststate import FastState
+from flotilla.placement.rules.metrics import evaluate, violations
+from flotilla.placement.types.snapshot import Snapshot, Taint, Toleration
 
 
 def test_adaptive_percentage_of_nodes_to_score() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from flotilla.placement.fakecluster import FakeClusterApi, node_json, pod_json
-from flotilla.placement.loop import LoopConfig, PlacementLoop
+from flotilla.placement.kube.fakecluster import FakeClusterApi, node_json, pod_json
+from flotilla.placement.kube.loop import LoopConfig, PlacementLoop
 
 CONFIG = LoopConfig(budget_s=0.5, workers=1, batch_window_s=0.0, resync_s=0.05)
 

@@ -11,13 +11,13 @@ from dataclasses import replace
 import pytest
 
 from flotilla.api import labels as api
-from flotilla.placement.bestfit import schedule_best_fit
+from flotilla.placement.cpsat.solver import solve
 from flotilla.placement.examples import gpu_node, hard_pack, soft_pack, soft_spread, tp_pod
-from flotilla.placement.kubeconv import build_snapshot
-from flotilla.placement.metrics import evaluate, violations
-from flotilla.placement.plan import Plan, Status
-from flotilla.placement.snapshot import Pod, Snapshot, SpreadMode
-from flotilla.placement.solver import solve
+from flotilla.placement.heuristics.bestfit import schedule_best_fit
+from flotilla.placement.kube.kubeconv import build_snapshot
+from flotilla.placement.rules.metrics import evaluate, violations
+from flotilla.placement.types.plan import Plan, Status
+from flotilla.placement.types.snapshot import Pod, Snapshot, SpreadMode
 
 ZONE = "topology.kubernetes.io/zone"
 

@@ -13,13 +13,13 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flotilla.placement.bestfit import schedule_best_fit
-from flotilla.placement.clusterstate import ClusterState
 from flotilla.placement.examples import gpu_node, hard_pack, hard_spread, soft_pack, soft_spread, tp_pod
-from flotilla.placement.kubedefault import schedule_default
-from flotilla.placement.metrics import evaluate, lex_key, violations
-from flotilla.placement.plan import Status
-from flotilla.placement.snapshot import Pack, Pod, Snapshot, Spread, Taint, Toleration
+from flotilla.placement.heuristics.bestfit import schedule_best_fit
+from flotilla.placement.heuristics.kubedefault import schedule_default
+from flotilla.placement.rules.clusterstate import ClusterState
+from flotilla.placement.rules.metrics import evaluate, lex_key, violations
+from flotilla.placement.types.plan import Status
+from flotilla.placement.types.snapshot import Pack, Pod, Snapshot, Spread, Taint, Toleration
 
 TAINT = Taint("dedicated", "x", "NoSchedule")
 TOLERATE = Toleration("dedicated", "Equal", "x", "NoSchedule")
@@ -123,7 +123,7 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 @FAST
 @given(snapshots())
 def test_every_policy_respects_the_hard_rules(snap: Snapshot) -> None:
-    from flotilla.placement.solver import solve
+    from flotilla.placement.cpsat.solver import solve
 
     for plan in (solve(snap, 1.0, workers=1), schedule_best_fit(snap)):
         assert violations(snap, plan) == [], plan.approach
@@ -135,7 +135,7 @@ def test_every_policy_respects_the_hard_rules(snap: Snapshot) -> None:
 @FAST
 @given(snapshots())
 def test_solver_never_worse_than_its_greedy_warm_start(snap: Snapshot) -> None:
-    from flotilla.placement.solver import solve
+    from flotilla.placement.cpsat.solver import solve
 
     tiers = snap.all_tiers()
     ours = lex_key(evaluate(snap, solve(snap, 1.0, workers=1)), tiers)
@@ -146,7 +146,7 @@ def test_solver_never_worse_than_its_greedy_warm_start(snap: Snapshot) -> None:
 @FAST
 @given(snapshots(max_nodes=3, max_pods=4, allow_bound=False))
 def test_optimal_plans_match_brute_force(snap: Snapshot) -> None:
-    from flotilla.placement.solver import solve
+    from flotilla.placement.cpsat.solver import solve
 
     if len(snap.pending) > 6:
         return

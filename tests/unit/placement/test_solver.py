@@ -8,16 +8,16 @@ import pytest
 from ortools.sat.python import cp_model
 
 from flotilla.placement.bench.scenarios import ScenarioSpec, generate
-from flotilla.placement.bestfit import greedy_assignment, schedule_best_fit
-from flotilla.placement.classes import reduce_snapshot
-from flotilla.placement.decode import hint_from_assignment
+from flotilla.placement.cpsat.classes import reduce_snapshot
+from flotilla.placement.cpsat.decode import hint_from_assignment
+from flotilla.placement.cpsat.model import build_model, gpu_levels
+from flotilla.placement.cpsat.solver import solve
 from flotilla.placement.examples import gpu_node, hard_spread, soft_spread, tp_pod
-from flotilla.placement.kubedefault import schedule_default
-from flotilla.placement.metrics import evaluate, lex_key, violations
-from flotilla.placement.model import build_model, gpu_levels
-from flotilla.placement.plan import Status
-from flotilla.placement.snapshot import Snapshot
-from flotilla.placement.solver import solve
+from flotilla.placement.heuristics.bestfit import greedy_assignment, schedule_best_fit
+from flotilla.placement.heuristics.kubedefault import schedule_default
+from flotilla.placement.rules.metrics import evaluate, lex_key, violations
+from flotilla.placement.types.plan import Status
+from flotilla.placement.types.snapshot import Snapshot
 
 
 def test_gpu_levels_need_a_divisibility_chain() -> None:

@@ -10,11 +10,11 @@ from prometheus_client import CollectorRegistry
 
 from flotilla.metricsserver import serve_metrics
 from flotilla.placement.examples import tp_pod
-from flotilla.placement.fakecluster import FakeClusterApi, node_json, pod_json
-from flotilla.placement.loop import LoopConfig, PlacementLoop
-from flotilla.placement.plan import Binding, Eviction, Move, Plan, Status
-from flotilla.placement.snapshot import Snapshot
-from flotilla.placement.telemetry import GREEDY_FALLBACK, UNKNOWN, PlacementMetrics, solver_outcome
+from flotilla.placement.kube.fakecluster import FakeClusterApi, node_json, pod_json
+from flotilla.placement.kube.loop import LoopConfig, PlacementLoop
+from flotilla.placement.kube.telemetry import GREEDY_FALLBACK, UNKNOWN, PlacementMetrics, solver_outcome
+from flotilla.placement.types.plan import Binding, Eviction, Move, Plan, Status
+from flotilla.placement.types.snapshot import Snapshot
 
 CONFIG = LoopConfig(budget_s=0.5, workers=1, batch_window_s=0.0, resync_s=0.05)
 

@@ -13,8 +13,8 @@ import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from flotilla.placement.feasibility import eligible
-from flotilla.placement.snapshot import HOSTNAME_KEY, Node, Pack, Pod, Resources, Snapshot, Spread
+from flotilla.placement.rules.feasibility import eligible
+from flotilla.placement.types.snapshot import HOSTNAME_KEY, Node, Pack, Pod, Resources, Snapshot, Spread
 
 MAX_KEEP_PATTERNS = 64
 

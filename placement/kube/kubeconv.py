@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from flotilla.api import labels as api
-from flotilla.placement.snapshot import (
+from flotilla.placement.types.snapshot import (
     HOSTNAME_KEY,
     Node,
     Pack,

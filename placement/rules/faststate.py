@@ -12,8 +12,8 @@ from collections import defaultdict
 import numpy as np
 import numpy.typing as npt
 
-from flotilla.placement.feasibility import eligible
-from flotilla.placement.snapshot import Pod, Resources, Snapshot, SpreadMode
+from flotilla.placement.rules.feasibility import eligible
+from flotilla.placement.types.snapshot import Pod, Resources, Snapshot, SpreadMode
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]

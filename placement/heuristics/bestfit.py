@@ -15,11 +15,11 @@ from collections import defaultdict
 
 import numpy as np
 
-from flotilla.placement.faststate import FastState
-from flotilla.placement.plan import Plan, Status
-from flotilla.placement.planbuild import plan_from_assignment
-from flotilla.placement.preemption import find_preemption
-from flotilla.placement.snapshot import Pod, Snapshot, SpreadMode
+from flotilla.placement.heuristics.preemption import find_preemption
+from flotilla.placement.rules.faststate import FastState
+from flotilla.placement.types.plan import Plan, Status
+from flotilla.placement.types.planbuild import plan_from_assignment
+from flotilla.placement.types.snapshot import Pod, Snapshot, SpreadMode
 
 
 def units_in_order(pending: tuple[Pod, ...]) -> list[list[Pod]]:

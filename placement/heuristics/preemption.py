@@ -12,8 +12,8 @@ import random
 
 import numpy as np
 
-from flotilla.placement.faststate import FastState
-from flotilla.placement.snapshot import Pod
+from flotilla.placement.rules.faststate import FastState
+from flotilla.placement.types.snapshot import Pod
 
 MIN_CANDIDATE_NODES_PERCENTAGE = 10
 MIN_CANDIDATE_NODES_ABSOLUTE = 100

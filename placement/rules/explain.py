@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flotilla.placement.feasibility import selector_matches, taints_tolerated
-from flotilla.placement.snapshot import Pod, Snapshot
+from flotilla.placement.rules.feasibility import selector_matches, taints_tolerated
+from flotilla.placement.types.snapshot import Pod, Snapshot
 
 
 def explain_unplaced(snapshot: Snapshot, pod: Pod) -> str:

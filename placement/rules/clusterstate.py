@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from flotilla.placement.feasibility import eligible
-from flotilla.placement.snapshot import Node, Pod, Resources, Snapshot, SpreadMode
+from flotilla.placement.rules.feasibility import eligible
+from flotilla.placement.types.snapshot import Node, Pod, Resources, Snapshot, SpreadMode
 
 
 class ClusterState:

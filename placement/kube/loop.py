@@ -23,13 +23,13 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
 
 from flotilla.api import labels as api
-from flotilla.placement.clusterapi import ClusterApi
-from flotilla.placement.explain import explain_unplaced
-from flotilla.placement.kubeconv import build_snapshot
-from flotilla.placement.plan import Plan
-from flotilla.placement.snapshot import Snapshot
-from flotilla.placement.solver import solve
-from flotilla.placement.telemetry import PlacementMetrics
+from flotilla.placement.cpsat.solver import solve
+from flotilla.placement.kube.clusterapi import ClusterApi
+from flotilla.placement.kube.kubeconv import build_snapshot
+from flotilla.placement.kube.telemetry import PlacementMetrics
+from flotilla.placement.rules.explain import explain_unplaced
+from flotilla.placement.types.plan import Plan
+from flotilla.placement.types.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 

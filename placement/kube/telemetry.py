@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from flotilla.placement.plan import Plan
-from flotilla.placement.snapshot import Snapshot
+from flotilla.placement.types.plan import Plan
+from flotilla.placement.types.snapshot import Snapshot
 
 PREFIX = "flotilla_placement"
 _SOLVE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)

@@ -20,14 +20,14 @@ from typing import Literal
 
 from ortools.sat.python import cp_model
 
-from flotilla.placement.bestfit import greedy_assignment
-from flotilla.placement.classes import reduce_snapshot
-from flotilla.placement.decode import decode, hint_from_assignment
-from flotilla.placement.metrics import evaluate, lex_key
-from flotilla.placement.model import build_model
-from flotilla.placement.plan import Plan, Stage, Status
-from flotilla.placement.planbuild import plan_from_assignment
-from flotilla.placement.snapshot import Snapshot
+from flotilla.placement.cpsat.classes import reduce_snapshot
+from flotilla.placement.cpsat.decode import decode, hint_from_assignment
+from flotilla.placement.cpsat.model import build_model
+from flotilla.placement.heuristics.bestfit import greedy_assignment
+from flotilla.placement.rules.metrics import evaluate, lex_key
+from flotilla.placement.types.plan import Plan, Stage, Status
+from flotilla.placement.types.planbuild import plan_from_assignment
+from flotilla.placement.types.snapshot import Snapshot
 
 Approach = Literal["classes", "direct"]
 AUTO_MOVES_MAX_NODES = 64  # beyond this, moving running pods makes every node its own class

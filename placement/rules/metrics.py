@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from flotilla.placement.clusterstate import ClusterState
-from flotilla.placement.plan import Plan
-from flotilla.placement.snapshot import Pod, Snapshot
+from flotilla.placement.rules.clusterstate import ClusterState
+from flotilla.placement.types.plan import Plan
+from flotilla.placement.types.snapshot import Pod, Snapshot
 
 
 @dataclass(frozen=True)

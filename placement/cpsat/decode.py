@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from flotilla.placement.bestfit import best_node
-from flotilla.placement.classes import Reduction
-from flotilla.placement.faststate import FastState
-from flotilla.placement.model import CountModel
-from flotilla.placement.snapshot import Pod, Snapshot
+from flotilla.placement.cpsat.classes import Reduction
+from flotilla.placement.cpsat.model import CountModel
+from flotilla.placement.heuristics.bestfit import best_node
+from flotilla.placement.rules.faststate import FastState
+from flotilla.placement.types.snapshot import Pod, Snapshot
 
 
 def hint_from_assignment(cm: CountModel, assignment: dict[str, str]) -> dict[str, int]:

@@ -22,8 +22,8 @@ from collections import defaultdict
 
 from ortools.sat.python import cp_model
 
-from flotilla.placement.classes import Group, NodeClass, Reduction
-from flotilla.placement.snapshot import HOSTNAME_KEY, SpreadMode
+from flotilla.placement.cpsat.classes import Group, NodeClass, Reduction
+from flotilla.placement.types.snapshot import HOSTNAME_KEY, SpreadMode
 
 Terms = list[cp_model.LinearExpr]
 Placed = dict[tuple[int, int], cp_model.IntVar]

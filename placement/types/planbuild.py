@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flotilla.placement.plan import Binding, Eviction, Move, Plan, Stage, Status
-from flotilla.placement.snapshot import Snapshot
+from flotilla.placement.types.plan import Binding, Eviction, Move, Plan, Stage, Status
+from flotilla.placement.types.snapshot import Snapshot
 
 
 def plan_from_assignment(

@@ -6,7 +6,7 @@ depends only on the pod and the node, which is why the solver can precompute it 
 
 from __future__ import annotations
 
-from flotilla.placement.snapshot import Node, Pod, Taint, Toleration
+from flotilla.placement.types.snapshot import Node, Pod, Taint, Toleration
 
 BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
 

@@ -18,9 +18,9 @@ from itertools import pairwise
 
 from ortools.sat.python import cp_model
 
-from flotilla.placement.classes import Reduction, class_eligible
-from flotilla.placement.packmodel import add_pack
-from flotilla.placement.snapshot import HOSTNAME_KEY, SpreadMode
+from flotilla.placement.cpsat.classes import Reduction, class_eligible
+from flotilla.placement.cpsat.packmodel import add_pack
+from flotilla.placement.types.snapshot import HOSTNAME_KEY, SpreadMode
 
 
 def gpu_levels(sizes: set[int]) -> tuple[list[int], bool]:
