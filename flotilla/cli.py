@@ -15,8 +15,8 @@ from flotilla.localcluster import cli as cluster_cli
 from flotilla.localcluster import demo_cli
 from flotilla.operator import cli as operator_cli
 from flotilla.placement import cli as placement_cli
+from flotilla.predictor_training import cli as predictor_cli
 from flotilla.router import cli as router_cli
-from flotilla.router.predictor import cli as predictor_cli
 from flotilla.sim import cli as sim_cli
 from flotilla.sim import slicing_cli
 

@@ -22,7 +22,6 @@ from starlette.routing import Route
 from flotilla.router.admission import Admission, queue_factory
 from flotilla.router.auth import Gate
 from flotilla.router.config import AuthConfig, RouterConfig
-from flotilla.router.continuation import SliceRunner
 from flotilla.router.discovery import Discovered, Discovery
 from flotilla.router.errors import ApiError
 from flotilla.router.instances import InstanceTable
@@ -33,7 +32,8 @@ from flotilla.router.prediction import LengthPredictor
 from flotilla.router.predictor_service import Loader, PredictorService, default_loader
 from flotilla.router.proxy import RequestPath
 from flotilla.router.scrape import Scraper
-from flotilla.router.slicing import RebalanceParams
+from flotilla.router.slicing.continuation import SliceRunner
+from flotilla.router.slicing.decisions import RebalanceParams
 from flotilla.router.upstream import Upstream
 
 if TYPE_CHECKING:

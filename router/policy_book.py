@@ -34,21 +34,22 @@ class PolicyBook:
         metrics: RouterMetrics | None = None,
     ) -> None:
         self._registry = registry
-        self._default = (default, tuple(sorted(default_params.items())))
+        self._default: tuple[str, Mapping[str, Any]] = (default, dict(default_params))
         registry.build(default, default_params)  # fail fast on a bad default
-        self._built: dict[str, tuple[tuple[str, tuple[tuple[str, Any], ...]], Policy]] = {}
+        # Per model: the (name, params) its policy object was built from, and the object.
+        self._built: dict[str, tuple[tuple[str, Mapping[str, Any]], Policy]] = {}
         self._metrics = metrics
         self._flagged: dict[str, tuple[str, str]] = {}
         self.errors: dict[str, str] = {}
 
     def policy_for(self, model: str, routing: ModelRouting) -> Policy:
-        wanted = (routing.policy, tuple(sorted(routing.params.items()))) if routing.policy else self._default
+        wanted = (routing.policy, routing.params) if routing.policy else self._default
         cached = self._built.get(model)
         if cached is not None and cached[0] == wanted:
             return cached[1]
         self._unflag(model)
         try:
-            policy = self._registry.build(wanted[0], dict(wanted[1]))
+            policy = self._registry.build(*wanted)
         except (KeyError, ValueError) as e:  # pydantic's ValidationError is a ValueError
             field = "spec.router.policy" if isinstance(e, KeyError) else "spec.router.params"
             self.errors[model] = f"{field}: policy {wanted[0]!r} rejected, using {self._default[0]!r}: {e}"
@@ -59,7 +60,7 @@ class PolicyBook:
             self._flagged[model] = (wanted[0], field)
             if self._metrics is not None:
                 self._metrics.policy_rejected.labels(model, wanted[0], field).set(1)
-            policy = self._registry.build(self._default[0], dict(self._default[1]))
+            policy = self._registry.build(*self._default)
         self._built[model] = (wanted, policy)
         return policy
 

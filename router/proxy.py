@@ -24,15 +24,15 @@ from starlette.responses import Response, StreamingResponse
 
 from flotilla.openaihttp import read_body, wait_disconnect
 from flotilla.router.admission import Admission, Lease
-from flotilla.router.continuation import SliceRunner
 from flotilla.router.errors import ApiError
 from flotilla.router.failover import eject_for_retry
 from flotilla.router.features import extract, prompt_text
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import RequestFeatures
 from flotilla.router.prediction import Estimate, LengthPredictor
-from flotilla.router.sliced_path import serve_sliced
-from flotilla.router.slicing import unsliceable_reason
+from flotilla.router.slicing.continuation import SliceRunner
+from flotilla.router.slicing.decisions import unsliceable_reason
+from flotilla.router.slicing.http_path import serve_sliced
 from flotilla.router.upstream import EngineUnreachable, Upstream, UpstreamResponse
 from flotilla.router.usage import stream_usage_tokens, usage_tokens
 

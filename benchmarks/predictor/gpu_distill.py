@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from flotilla.router.predictor import data, metrics
-from flotilla.router.predictor.finetune import FinetuneConfig, finetune
-from flotilla.router.predictor.sweep import WIDE, _write, servable
+from flotilla.predictor_training import data
+from flotilla.predictor_training.finetune import FinetuneConfig, finetune
+from flotilla.predictor_training.sweep import WIDE, _write, servable
+from flotilla.router.predictor import metrics
 
 F = FinetuneConfig
 TEACHERS = (

@@ -11,7 +11,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from flotilla.router.predictor.sweep import run_sweep
+from flotilla.predictor_training.sweep import run_sweep
 
 
 def main() -> None:

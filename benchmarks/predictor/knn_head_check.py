@@ -14,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from flotilla.router.predictor import data, metrics
-from flotilla.router.predictor.evaluate import features_of
+from flotilla.predictor_training import data
+from flotilla.predictor_training.evaluate import features_of
+from flotilla.router.predictor import metrics
 from flotilla.router.predictor.predictor import LearnedPredictor
 
 

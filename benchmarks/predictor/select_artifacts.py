@@ -18,8 +18,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from flotilla.router.predictor import artifact, data
-from flotilla.router.predictor.evaluate import measure_latency
+from flotilla.predictor_training import data
+from flotilla.predictor_training.evaluate import measure_latency
+from flotilla.router.predictor import artifact
 from flotilla.router.predictor.predictor import LearnedPredictor
 
 

@@ -10,7 +10,7 @@ events, no asyncio), so a run is deterministic for a seed.
 
 Modules: `engine.py` + `kv.py` (one engine), `router.py` (the router's policies and admission),
 `simulator.py` (the event loop), `slices.py` (slice-level scheduling with the router's own
-`flotilla.router.slicing` decisions), `faults.py` (engines killed, drained, added), `workloads.py`
+`flotilla.router.slicing.decisions` decisions), `faults.py` (engines killed, drained, added), `workloads.py`
 (traces), `capacity.py` (the load axis), `metrics.py`; the benchmarks behind `flotilla bench sim`,
 `flotilla bench sim faults` and `flotilla bench slicing` are `bench.py`, `faults_bench.py` and
 `slicing_bench.py`.

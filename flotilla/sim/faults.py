@@ -8,7 +8,7 @@ at fleet scale and replayed exactly:
   on its first connection error). Its requests in flight, running or queued in the engine, are lost
   without slicing (their streams had started, or their engine took them: the client sees an error);
   with slicing each continues on another instance from its last streamed token
-  (`flotilla.router.continuation` does exactly that), re-prefilling its context there.
+  (`flotilla.router.slicing.continuation` does exactly that), re-prefilling its context there.
 - `remove`: the engine is drained (scale down): no new requests, the ones it holds finish.
 - `add`: the engine is not routable before `at` (scale up: it joins the fleet then, empty); after
   a `remove` of the same engine, it is routable again from `at`.

@@ -44,7 +44,7 @@ class Scenario(BaseModel):
     slice_tokens: int = Field(default=0, ge=0)
     """Slice length S of slice-level scheduling (`spec.router.sliceTokens`); 0: whole requests."""
     slice_rebalance: dict[str, Any] = Field(default_factory=dict)
-    """`flotilla.router.slicing.RebalanceParams`: when a continuation slice moves to another instance."""
+    """`flotilla.router.slicing.decisions.RebalanceParams`: when a continuation slice moves elsewhere."""
     kv_usage_limit: float | None = Field(default=None, gt=0, le=1)
     """The router's memory-aware admission (`flotilla.router.memory`); None: off, as the router's default."""
 

@@ -33,7 +33,7 @@ from flotilla.router.dispatch import Steer
 from flotilla.router.instances import EngineSample
 from flotilla.router.policies import Policy, PolicyRegistry, RequestFeatures, default_registry
 from flotilla.router.queue_orders import WaitQueue, default_queue_orders
-from flotilla.router.slicing import RebalanceParams
+from flotilla.router.slicing.decisions import RebalanceParams
 from flotilla.sim.engine import EngineModel, Seq
 from flotilla.sim.faults import Fault
 from flotilla.sim.predictions import predict_lengths

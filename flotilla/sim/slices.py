@@ -1,6 +1,6 @@
 """Slice-level scheduling in the simulator, driven by the router's own slicing decisions.
 
-The live router (`flotilla.router.continuation`) sends a request asking for up to M tokens as
+The live router (`flotilla.router.slicing.continuation`) sends a request asking for up to M tokens as
 engine calls of at most S tokens (`slicing.slice_budget`); a slice that stops by its own limit with
 tokens left (`slicing.continues`) goes back through admission with `prompt = prompt +
 generated`, where the policy ranks the instances and `slicing.place_next_slice` decides whether
@@ -24,7 +24,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from flotilla.router.policies import InstanceView, RequestFeatures
-from flotilla.router.slicing import RebalanceParams, continues, place_next_slice, slice_budget, slice_features
+from flotilla.router.slicing.decisions import (
+    RebalanceParams,
+    continues,
+    place_next_slice,
+    slice_budget,
+    slice_features,
+)
 from flotilla.sim.engine import Seq
 from flotilla.sim.request import PrefixUnit, SimRequest
 

@@ -7,7 +7,7 @@ Two questions, on the same requests with the same seed (so differences are the s
    whole requests. The S with the best goodput is kept.
 2. For whom? Every policy of the lineup at several loads, whole requests against slices of that S.
 
-The between-slice placement (`flotilla.router.slicing.RebalanceParams`) is priced from the step-time
+The between-slice placement (`flotilla.router.slicing.decisions.RebalanceParams`) is priced from the step-time
 profile rather than left at the router's defaults, as an operator would configure it: a decode step
 costs about `decode_seq_s + compute_token_s + kv_token_s x context` more per sequence in the batch,
 and a re-prefilled token `prefill_token_s + compute_token_s + prefill_attn_s x context`, with

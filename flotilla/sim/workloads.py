@@ -123,8 +123,8 @@ def load_castillo(
     """The prompts the length predictor never saw (its own held-out split), cycled `passes` times
     (or up to `limit` requests), each time with a fresh draw of the true length; Poisson arrivals at
     1 request/s (rescale with `at_rate`). Held out, so a learned predictor is not flattered."""
-    from flotilla.router.predictor.data import Part, assign_part
-    from flotilla.router.predictor.data import load_castillo as read_records
+    from flotilla.predictor_training.data import Part, assign_part
+    from flotilla.predictor_training.data import load_castillo as read_records
 
     heldout = [r for r in read_records(path) if assign_part(r) == Part.HELDOUT]
     rng = random.Random(seed)

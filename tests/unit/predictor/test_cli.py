@@ -4,8 +4,8 @@ import numpy as np
 import orjson
 from typer.testing import CliRunner
 
-from flotilla.router.predictor import data
-from flotilla.router.predictor.cli import app
+from flotilla.predictor_training import data
+from flotilla.predictor_training.cli import app
 from flotilla.router.predictor.feature_log import FeatureLog
 from flotilla.router.predictor.predictor import LearnedPredictor
 from flotilla.router.predictor.text import PredictorInput

@@ -4,7 +4,7 @@ import numpy as np
 import orjson
 import pytest
 
-from flotilla.router.predictor import data
+from flotilla.predictor_training import data
 
 
 def _record(

@@ -4,12 +4,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from flotilla.router.predictor.predictor import Prediction
-from flotilla.router.predictor.serving_latency import (
+from flotilla.predictor_training.serving_latency import (
     arrivals,
     measure_serving_latency,
     render_serving_latency,
 )
+from flotilla.router.predictor.predictor import Prediction
 from flotilla.router.predictor.text import PredictorInput
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from flotilla.router.predictor.finetune import FinetuneConfig
-from flotilla.router.predictor.sweep import DEFAULT_VARIANTS, MAX_COST, servable
+from flotilla.predictor_training.finetune import FinetuneConfig
+from flotilla.predictor_training.sweep import DEFAULT_VARIANTS, MAX_COST, servable
 
 
 def test_variant_names_are_unique_and_say_what_differs() -> None:

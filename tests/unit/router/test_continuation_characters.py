@@ -16,12 +16,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from flotilla.router.admission import Admission
-from flotilla.router.continuation import SliceRunner
 from flotilla.router.instances import InstanceSpec, InstanceTable
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import RequestFeatures, default_registry
 from flotilla.router.policy_book import PolicyBook
-from flotilla.router.slicing import RebalanceParams, slice_budget
+from flotilla.router.slicing.continuation import SliceRunner
+from flotilla.router.slicing.decisions import RebalanceParams, slice_budget
 from flotilla.router.upstream import EngineUnreachable
 
 PROMPT = [1, 2, 3]

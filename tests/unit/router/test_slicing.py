@@ -2,9 +2,9 @@
 
 import pytest
 
-from flotilla.router.continuation import Generation, SseParser, parse_event
 from flotilla.router.policies import InstanceView, RequestFeatures
-from flotilla.router.slicing import (
+from flotilla.router.slicing.continuation import Generation, SseParser, parse_event
+from flotilla.router.slicing.decisions import (
     RebalanceParams,
     StopScanner,
     continues,

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from flotilla.router.continuation import Generation, Piece
+from flotilla.router.slicing.continuation import Generation, Piece
 
 
 class SliceOutput:

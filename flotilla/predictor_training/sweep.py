@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from flotilla.router.predictor import artifact, data
+from flotilla.predictor_training import data
+from flotilla.predictor_training.finetune import FinetuneConfig, finetune
+from flotilla.router.predictor import artifact
 from flotilla.router.predictor.calibration import LengthCalibration
-from flotilla.router.predictor.finetune import FinetuneConfig, finetune
 from flotilla.router.predictor.weights import BASE_ENCODER
 
 # Priority order: the time budget may cut the tail. Heads are compared at one encoder shape;

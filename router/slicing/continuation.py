@@ -45,7 +45,7 @@ from flotilla.router.errors import ApiError
 from flotilla.router.failover import eject_for_retry
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import InstanceView, RequestFeatures
-from flotilla.router.slicing import (
+from flotilla.router.slicing.decisions import (
     CHAT_SAMPLING_KEYS,
     PendingIds,
     RebalanceParams,

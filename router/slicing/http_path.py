@@ -18,10 +18,10 @@ from starlette.responses import Response, StreamingResponse
 
 from flotilla.openaihttp import wait_disconnect
 from flotilla.router.admission import Lease
-from flotilla.router.continuation import Piece, SliceFailed, SliceRunner
 from flotilla.router.errors import ApiError
 from flotilla.router.policies import RequestFeatures
-from flotilla.router.slice_output import SliceOutput
+from flotilla.router.slicing.continuation import Piece, SliceFailed, SliceRunner
+from flotilla.router.slicing.http_output import SliceOutput
 
 T = TypeVar("T")
 # finish(status, error, output_tokens, last lease, time of the first output)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flotilla.router.predictor.serving_latency import render_serving_latency
+from flotilla.predictor_training.serving_latency import render_serving_latency
 
 SOURCES = ["Alpaca", "Apps", "BigCodeBench", "DS1000", "DollyDataset", "Mbpp", "ShareGPT"]
 

@@ -20,8 +20,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from flotilla.predictor_training.data import Part, PromptRecord, sampled_truth
 from flotilla.router.predictor import metrics, text
-from flotilla.router.predictor.data import Part, PromptRecord, sampled_truth
 from flotilla.router.predictor.weights import BASE_ENCODER, quantize_rows
 
 HeadKind = Literal["listmle", "pairwise", "regression", "classifier"]

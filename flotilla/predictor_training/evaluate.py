@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from flotilla.predictor_training.data import PromptRecord, sampled_truth
 from flotilla.router.predictor import metrics
 from flotilla.router.predictor.calibration import LengthCalibration
-from flotilla.router.predictor.data import PromptRecord, sampled_truth
 from flotilla.router.predictor.predictor import LearnedPredictor
 from flotilla.router.predictor.text import PredictorInput
 

@@ -49,8 +49,8 @@ def train(
     ship: Annotated[int, typer.Option(help="artifacts to write per model (best by calibration tau)")] = 1,
 ) -> None:
     """Fine-tune MiniLM variants (torch), keep the best servable one per model, write artifacts."""
+    from flotilla.predictor_training.sweep import DEFAULT_VARIANTS, run_sweep
     from flotilla.router.predictor.artifact import ARTIFACTS_DIR
-    from flotilla.router.predictor.sweep import DEFAULT_VARIANTS, run_sweep
 
     variants = [v for v in DEFAULT_VARIANTS if not variant or v.name in variant]
     if not variants:
@@ -88,16 +88,16 @@ def evaluate(
     deadline_s: Annotated[float, typer.Option(help="the router's predictor_deadline_s")] = 0.005,
 ) -> None:
     """Held-out tau (per source), calibration and CPU cost of the shipped predictors."""
-    from flotilla.router.predictor import data
-    from flotilla.router.predictor.evaluate import (
+    from flotilla.predictor_training import data
+    from flotilla.predictor_training.evaluate import (
         baseline_rows,
         evaluate_predictor,
         features_of,
         measure_latency,
     )
+    from flotilla.predictor_training.report import plot, render
+    from flotilla.predictor_training.serving_latency import measure_serving_latency
     from flotilla.router.predictor.predictor import LearnedPredictor
-    from flotilla.router.predictor.report import plot, render
-    from flotilla.router.predictor.serving_latency import measure_serving_latency
 
     results: dict[str, object] = {}
     for ref in artifact or DEFAULT_MODELS:
