@@ -14,7 +14,7 @@ import contextlib
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,8 @@ from flotilla.localcluster.serviceaccount import service_account_kubeconfig
 from flotilla.placement.kube.clusterapi import KubeClusterApi
 from flotilla.placement.kube.loop import LoopConfig, PlacementLoop
 from flotilla.router.config import KubernetesDiscoveryConfig
+from flotilla.router.discovery import Discovered
 from flotilla.router.discovery.kube import KubeDiscovery
-from flotilla.router.instances import InstanceSpec
 
 pytestmark = pytest.mark.e2e
 
@@ -97,7 +97,7 @@ async def test_components_run_with_the_charts_service_accounts(
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        seen: list[Sequence[InstanceSpec]] = [[]]
+        seen: list[Discovered] = [Discovered()]
         stop = asyncio.Event()
         try:
             async with client_of(configs["placement"]) as placement_api:
@@ -124,7 +124,7 @@ async def test_components_run_with_the_charts_service_accounts(
                     async def routed() -> bool:
                         ours = [
                             s
-                            for s in seen[-1]
+                            for s in seen[-1].instances
                             if s.id.startswith(f"{namespace}/") and s.model == "rbac-model"
                         ]
                         return len(ours) == 2

@@ -73,7 +73,13 @@ async def test_higher_tier_preempts_lower_tier(
         return placed.get("chat-0") == node and "batch-0" not in placed
 
     await wait_until(high_bound_low_gone, timeout_s=60, what="chat-0 bound in batch-0's place")
-    events = await core.list_namespaced_event(namespace)
-    reasons = {(e.involved_object.name, e.reason) for e in events.items}
+    reasons: set[tuple[str, str]] = set()
+
+    async def explained() -> bool:
+        # The Scheduled Event is written just after the binding the wait above saw.
+        events = await core.list_namespaced_event(namespace)
+        reasons.update((e.involved_object.name, e.reason) for e in events.items)
+        return ("chat-0", "Scheduled") in reasons
+
+    await wait_until(explained, timeout_s=15, what="chat-0's Scheduled Event")
     assert ("batch-0", "Preempted") in reasons
-    assert ("chat-0", "Scheduled") in reasons
