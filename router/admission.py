@@ -53,14 +53,14 @@ class Waiter:
     """The lease it was granted: a prediction landing after dispatch revises it."""
 
 
-def _predicted(waiter: Waiter) -> float:
-    return waiter.features.predicted_output_tokens or 0.0
+def _features(waiter: Waiter) -> RequestFeatures:
+    return waiter.features
 
 
 def queue_factory(name: str, params: Mapping[str, Any] | None = None) -> Callable[[], WaitQueue[Waiter]]:
-    """The queue order named in the configuration (`queue_orders`), scoring waiters by their
-    predicted output tokens; raises ValueError on a bad name or params."""
-    return functools.partial(default_queue_orders().factory(name, params), _predicted)
+    """The queue order named in the configuration (`queue_orders`), reading the waiters' features
+    (their predictions included); raises ValueError on a bad name or params."""
+    return functools.partial(default_queue_orders().factory(name, params), _features)
 
 
 @dataclass(eq=False)

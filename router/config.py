@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from flotilla.api.routing import DEFAULT_POLICY
 from flotilla.router.features import PREFIX_BLOCK_CHARS
 from flotilla.router.model_routing import ModelRouting
+from flotilla.router.queue_orders import default_queue_orders
 
 
 class _Strict(BaseModel):
@@ -111,10 +112,11 @@ class RouterConfig(_Secretive):
     eject_after_failures: int = Field(default=2, ge=1)
     drain_timeout_s: float = Field(default=30.0, ge=0)
     prefix_block_chars: int = Field(default=PREFIX_BLOCK_CHARS, gt=0)
-    queue_order: Literal["fcfs", "shortest_predicted_first"] = "fcfs"
-    """Order of a model's waiting requests: arrival, or predicted shortest first with aging."""
+    queue_order: str = "fcfs"
+    """Order of a model's waiting requests, a name in `queue_orders`: `fcfs` (arrival),
+    `shortest_predicted_first` or `shortest_work_first` (with aging and a starvation bound)."""
     queue_order_params: dict[str, Any] = Field(default_factory=dict)
-    """Params of the order (shortest_predicted_first: `aging_per_s`, `starvation_s`)."""
+    """Params of the order (`aging_per_s`, `starvation_s`; `prompt_token_weight` for work)."""
     kv_usage_limit: float | None = Field(default=None, gt=0, le=1)
     """Admit a request to an instance only while its estimated KV usage stays under this (e.g. 0.9,
     below vLLM's preemption point); None: off."""
@@ -142,6 +144,11 @@ class RouterConfig(_Secretive):
     def _one_discovery(self) -> RouterConfig:
         if (self.static is None) == (self.kubernetes is None):
             raise ValueError("configure exactly one of `static` and `kubernetes` discovery")
+        return self
+
+    @model_validator(mode="after")
+    def _queue_order_exists(self) -> RouterConfig:
+        default_queue_orders().factory(self.queue_order, self.queue_order_params)  # raises on a bad one
         return self
 
 

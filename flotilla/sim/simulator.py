@@ -191,7 +191,7 @@ class FleetRun:
         self.cur_features = list(self.features)
         self.cur_pred = list(predicted)
         queue: WaitQueue[int] = default_queue_orders().factory(scenario.queue, scenario.queue_params)(
-            self.cur_pred.__getitem__
+            self.cur_features.__getitem__
         )
         self.router = SimRouter(
             instances=m,

@@ -129,7 +129,7 @@ def test_the_simulator_takes_its_queue_order_from_the_same_registry() -> None:
     from flotilla.router.queue_orders import default_queue_orders
     from flotilla.sim.scenario import Scenario
 
-    assert default_queue_orders().names() == ["fcfs", "shortest_predicted_first"]
+    assert default_queue_orders().names() == ["fcfs", "shortest_predicted_first", "shortest_work_first"]
     Scenario(
         name="s", policy="least_request", queue="shortest_predicted_first", queue_params={"starvation_s": 5}
     )
@@ -137,8 +137,33 @@ def test_the_simulator_takes_its_queue_order_from_the_same_registry() -> None:
         Scenario(name="s", policy="least_request", queue="spf")
     with pytest.raises(ValidationError, match="bogus"):
         Scenario(name="s", policy="least_request", queue="fcfs", queue_params={"bogus": 1})
-    scores = {1: 30.0, 2: 10.0, 3: 20.0}
+    scores = {
+        i: RequestFeatures(model="m", prompt_tokens=1, predicted_output_tokens=p)
+        for i, p in ((1, 30.0), (2, 10.0), (3, 20.0))
+    }
     queue = default_queue_orders().factory("shortest_predicted_first")(scores.__getitem__)
     for i in (1, 2, 3):
         queue.push(i, 0.0)
     assert [queue.pop(0.0) for _ in range(3)] == [2, 3, 1]
+
+
+def test_shortest_work_first_counts_the_prompt_at_its_prefill_weight() -> None:
+    """A long prompt with a short answer is more work than a short prompt with a longer answer."""
+    from flotilla.router.queue_orders import default_queue_orders
+
+    features = {
+        "long-prompt": RequestFeatures(model="m", prompt_tokens=9000, predicted_output_tokens=100),
+        "long-answer": RequestFeatures(model="m", prompt_tokens=200, predicted_output_tokens=800),
+        "unknown": RequestFeatures(model="m", prompt_tokens=100),
+    }
+    orders = default_queue_orders()
+    work = orders.factory("shortest_work_first", {"aging_per_s": 0})(features.__getitem__)
+    by_output = orders.factory("shortest_predicted_first", {"aging_per_s": 0})(features.__getitem__)
+    for queue in (work, by_output):
+        for name in features:
+            queue.push(name, 0.0)
+    # 9000 x 0.176 + 100 = 1684 > 200 x 0.176 + 800 = 835 > 100 x 0.176 = 17.6
+    assert [work.pop(1.0) for _ in range(3)] == ["unknown", "long-answer", "long-prompt"]
+    assert [by_output.pop(1.0) for _ in range(3)] == ["unknown", "long-prompt", "long-answer"]
+    with pytest.raises(ValueError):
+        orders.factory("shortest_work_first", {"prompt_token_weight": -1})

@@ -1,0 +1,218 @@
+"""A router-held backlog in the fleet simulator: does holding requests at the router, and ordering
+them there, make predicted lengths pay? (Issue 17, first step: simulator only.)
+
+Reproduce (from the repository root; about five minutes on this 2-core machine):
+
+    .venv/bin/python -P benchmarks/backlog/run.py
+
+Writes `results.md`, `results.json` and `e2e-by-load.png` next to this file. Every arm runs the
+router's own code (policies, dispatch, queue orders, KV admission) in `flotilla.sim`. The router
+holds a backlog in one of two ways: a fixed number of slots per instance
+(`max_inflight_per_instance` = `--slots` instead of vLLM's 256), or its KV budget
+(`kv_usage_limit`, from the engines' own KV metrics); requests beyond it wait at the router, where
+the queue order picks the next one when room frees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flotilla.profiles import load_profile
+from flotilla.sim import workloads
+from flotilla.sim.bench import save_figure
+from flotilla.sim.capacity import measured_capacity
+from flotilla.sim.metrics import Slo, summarize
+from flotilla.sim.scenario import Scenario
+from flotilla.sim.simulator import SimConfig, simulate
+
+HERE = Path(__file__).parent
+NO_BACKLOG = 256  # vLLM's max_num_seqs: the router passes everything on
+KV_BUDGET = 0.9
+"""The router's memory-aware admission (`kv_usage_limit`): an instance takes a request only while
+its estimated KV use, with the request's prompt and predicted output, stays below this."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    scenario: Scenario
+    slots: int
+    """Router slots per instance (`max_inflight_per_instance`)."""
+    predictive: bool
+    """Uses a prediction of the output length (the oracle's true one): the targets compare these
+    with the best arm that does not."""
+
+
+def arms(fixed_slots: int) -> list[Arm]:
+    lwp: dict[str, Any] = {"policy": "least_work", "params": {"prefix_match": True}}
+    bounded = {"aging_per_s": 0.0, "starvation_s": 60.0}
+    unbounded = {"aging_per_s": 0.0, "starvation_s": 1e9}
+    kv = {"kv_usage_limit": KV_BUDGET}
+
+    def arm(name: str, predictive: bool = False, slots: int = NO_BACKLOG, **more: Any) -> Arm:
+        return Arm(name, Scenario(name=name, **{**lwp, **more}), slots, predictive)
+
+    work, output = "shortest_work_first", "shortest_predicted_first"
+    return [
+        Arm("round_robin", Scenario(name="round_robin", policy="round_robin"), NO_BACKLOG, False),
+        Arm("least_request", Scenario(name="least_request", policy="least_request"), NO_BACKLOG, False),
+        arm("least_work+prefix"),
+        arm(f"{fixed_slots} slots, fcfs", slots=fixed_slots),
+        arm(
+            f"{fixed_slots} slots, work-first, prompt only",
+            slots=fixed_slots,
+            queue=work,
+            queue_params=unbounded,
+        ),
+        arm("KV budget, fcfs", **kv),
+        arm("KV budget, work-first, prompt only", queue=work, queue_params=unbounded, **kv),
+        arm("KV budget, work-first, prompt only, 60 s bound", queue=work, queue_params=bounded, **kv),
+        arm(
+            "KV budget, output-first, oracle",
+            True,
+            queue=output,
+            queue_params=unbounded,
+            predictor="oracle",
+            **kv,
+        ),
+        arm(
+            "KV budget, work-first, oracle",
+            True,
+            queue=work,
+            queue_params=unbounded,
+            predictor="oracle",
+            **kv,
+        ),
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workloads", default="mooncake_conversation,azure_conv,castillo_llama")
+    ap.add_argument("--requests", type=int, default=2400)
+    ap.add_argument("--instances", type=int, default=8)
+    ap.add_argument("--loads", default="0.8,0.9,1.0,1.1")
+    ap.add_argument("--slots", type=int, default=16, help="router slots per instance of the fixed-slot arms")
+    ap.add_argument("--out", type=Path, default=HERE)
+    args = ap.parse_args()
+    profile = load_profile("h100-llama3-8b")
+    limits = profile.limits
+    slo = Slo()
+    rows: list[dict[str, object]] = []
+    started = time.perf_counter()
+    for name in args.workloads.split(","):
+        w = workloads.load(name, max_model_len=limits.max_model_len, limit=args.requests)
+        capacity = measured_capacity(w.requests, profile, limits, args.instances) * args.instances
+        for load in (float(x) for x in args.loads.split(",")):
+            requests = workloads.at_rate(w.requests, load * capacity)
+            for arm in arms(args.slots):
+                slots = arm.slots
+                config = SimConfig(instances=args.instances, max_inflight=slots)
+                result = simulate(requests, profile, limits, arm.scenario, config)
+                s = summarize(result, slo)
+                wait = result.dispatched - result.arrival
+                rows.append(
+                    {
+                        "workload": name,
+                        "load": load,
+                        "capacity_rps": capacity,
+                        "arm": arm.name,
+                        "predictive": arm.predictive,
+                        "slots": slots,
+                        "max_router_wait_s": float(np.nanmax(wait)),
+                        **asdict(s),
+                    }
+                )
+                print(
+                    f"{name} load {load} {arm.name:34s} e2e {s.e2e_mean:7.2f} p99 {s.e2e_p99:7.2f}",
+                    flush=True,
+                )
+    wall = time.perf_counter() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(
+        json.dumps({"args": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1)
+    )
+    (args.out / "results.md").write_text(table(rows, args, wall))
+    plot(rows, args.out / "e2e-by-load.png")
+
+
+def table(rows: list[dict[str, object]], args: argparse.Namespace, wall: float) -> str:
+    out = [
+        "# Router-held backlog in the fleet simulator",
+        "",
+        f"`.venv/bin/python -P benchmarks/backlog/run.py` ({args.instances} simulated H100 engines,"
+        f" {args.requests} requests per trace; the router holds a backlog either by {args.slots} slots"
+        f" per instance (the others have {NO_BACKLOG}) or by its KV budget (`kv_usage_limit`"
+        f" {KV_BUDGET}); simulation wall time {wall:.0f} s). Ratios (mean, p99 of e2e; lower is"
+        " better) are to least_work+prefix, the best policy before this benchmark, and to the best arm"
+        " at that load that uses no output-length prediction.",
+        "",
+    ]
+    for name in dict.fromkeys(str(r["workload"]) for r in rows):
+        out += [f"## {name}", ""]
+        out.append(
+            "| load | arm | e2e mean s | e2e p99 s | TTFT mean s | TTFT p99 s | goodput rps"
+            " | max router wait s | mean, p99 / least_work+prefix | mean, p99 / best non-predictive |"
+        )
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
+        for load in dict.fromkeys(float(str(r["load"])) for r in rows if r["workload"] == name):
+            here = [r for r in rows if r["workload"] == name and r["load"] == load]
+            best = min((r for r in here if not r["predictive"]), key=lambda r: num(r["e2e_mean"]))
+            (ours,) = [r for r in here if r["arm"] == "least_work+prefix"]
+
+            def ratios(r: dict[str, object], to: dict[str, object]) -> str:
+                mean = num(r["e2e_mean"]) / num(to["e2e_mean"])
+                return f"{mean:.2f}, {num(r['e2e_p99']) / num(to['e2e_p99']):.2f}"
+
+            for r in here:
+                mark = " (best non-predictive)" if r is best else ""
+                out.append(
+                    f"| {load:.0%} | {r['arm']}{mark} | {num(r['e2e_mean']):.2f} | {num(r['e2e_p99']):.2f}"
+                    f" | {num(r['ttft_mean']):.2f} | {num(r['ttft_p99']):.2f}"
+                    f" | {num(r['goodput_rps']):.2f} | {num(r['max_router_wait_s']):.1f}"
+                    f" | {ratios(r, ours)} | {ratios(r, best)} |"
+                )
+        out.append("")
+    return "\n".join(out)
+
+
+def num(x: object) -> float:
+    return float(str(x))
+
+
+def plot(rows: list[dict[str, object]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(str(r["workload"]) for r in rows))
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        for arm in dict.fromkeys(str(r["arm"]) for r in rows):
+            pts = [
+                (float(str(r["load"])), float(str(r["e2e_mean"])))
+                for r in rows
+                if r["workload"] == name and r["arm"] == arm
+            ]
+            pts = [p for p in pts if math.isfinite(p[1])]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=arm)
+        ax.set_title(name)
+        ax.set_xlabel("load (fraction of measured capacity)")
+        ax.set_ylabel("mean e2e latency (s)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+if __name__ == "__main__":
+    main()
