@@ -167,3 +167,50 @@ def test_shortest_work_first_counts_the_prompt_at_its_prefill_weight() -> None:
     assert [by_output.pop(1.0) for _ in range(3)] == ["unknown", "long-prompt", "long-answer"]
     with pytest.raises(ValueError):
         orders.factory("shortest_work_first", {"prompt_token_weight": -1})
+
+
+async def test_work_first_through_admission_bounds_the_wait_of_a_long_prompt() -> None:
+    """Through the router's admission with a controlled clock: `shortest_work_first` serves short
+    work first, yet a request waiting longer than `starvation_s` goes before newer short ones."""
+    clock = Clock()
+    table = InstanceTable(default_max_inflight=1)
+    table.update([InstanceSpec(id="i0", url="http://x0", model="m")])
+    adm = Admission(
+        table,
+        PolicyBook(default_registry(), "least_request", {}),
+        RouterMetrics(CollectorRegistry()),
+        rng=random.Random(0),
+        queue_factory=queue_factory("shortest_work_first", {"aging_per_s": 0.0, "starvation_s": 30.0}),
+        max_queue=100,
+        max_wait_s=120,
+        clock=clock,
+    )
+    holder = await adm.acquire(req(1))
+    order: list[str] = []
+
+    async def enqueue(name: str, prompt: int) -> Lease:
+        lease = await adm.acquire(
+            RequestFeatures(model="m", prompt_tokens=prompt, predicted_output_tokens=10)
+        )
+        order.append(name)
+        return lease
+
+    long_prompt = asyncio.create_task(enqueue("long", 9000))
+    await asyncio.sleep(0.01)
+    short = [asyncio.create_task(enqueue(f"short{k}", 100)) for k in range(2)]
+    await asyncio.sleep(0.01)
+    holder.release()
+    await asyncio.sleep(0.01)
+    assert order == ["short0"], "less work first"
+    clock.t = 31.0  # the long prompt has now waited past the bound
+    later = asyncio.create_task(enqueue("short-later", 100))
+    await asyncio.sleep(0.01)
+    (await short[0]).release()
+    await asyncio.sleep(0.01)
+    assert order == ["short0", "long"], "a starved request goes before newer, shorter work"
+    (await long_prompt).release()
+    await asyncio.sleep(0.01)
+    (await short[1]).release()
+    await asyncio.sleep(0.01)
+    (await later).release()
+    assert order == ["short0", "long", "short1", "short-later"]
