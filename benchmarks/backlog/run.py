@@ -8,7 +8,7 @@ Reproduce (from the repository root; about five minutes on this 2-core machine):
 Writes `results.md`, `results.json` and `e2e-by-load.png` next to this file. Every arm runs the
 router's own code (policies, dispatch, queue orders, KV admission) in `flotilla.sim`. The router
 holds a backlog in one of two ways: a fixed number of slots per instance
-(`max_inflight_per_instance` = `--slots` instead of vLLM's 256), or its KV budget
+(`max_inflight_per_instance`, each of `--slots`, instead of vLLM's 256), or its KV budget
 (`kv_usage_limit`, from the engines' own KV metrics); requests beyond it wait at the router, where
 the queue order picks the next one when room frees.
 """
@@ -51,7 +51,7 @@ class Arm:
     with the best arm that does not."""
 
 
-def arms(fixed_slots: int) -> list[Arm]:
+def arms(fixed_slots: list[int]) -> list[Arm]:
     lwp: dict[str, Any] = {"policy": "least_work", "params": {"prefix_match": True}}
     bounded = {"aging_per_s": 0.0, "starvation_s": 60.0}
     unbounded = {"aging_per_s": 0.0, "starvation_s": 1e9}
@@ -65,12 +65,21 @@ def arms(fixed_slots: int) -> list[Arm]:
         Arm("round_robin", Scenario(name="round_robin", policy="round_robin"), NO_BACKLOG, False),
         Arm("least_request", Scenario(name="least_request", policy="least_request"), NO_BACKLOG, False),
         arm("least_work+prefix"),
-        arm(f"{fixed_slots} slots, fcfs", slots=fixed_slots),
+        *(
+            a
+            for n in fixed_slots
+            for a in (
+                arm(f"{n} slots, fcfs", slots=n),
+                arm(f"{n} slots, work-first, prompt only", slots=n, queue=work, queue_params=unbounded),
+            )
+        ),
         arm(
-            f"{fixed_slots} slots, work-first, prompt only",
-            slots=fixed_slots,
-            queue=work,
+            f"{fixed_slots[-1]} slots, output-first, oracle",
+            True,
+            slots=fixed_slots[-1],
+            queue=output,
             queue_params=unbounded,
+            predictor="oracle",
         ),
         arm("KV budget, fcfs", **kv),
         arm("KV budget, work-first, prompt only", queue=work, queue_params=unbounded, **kv),
@@ -100,7 +109,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2400)
     ap.add_argument("--instances", type=int, default=8)
     ap.add_argument("--loads", default="0.8,0.9,1.0,1.1")
-    ap.add_argument("--slots", type=int, default=16, help="router slots per instance of the fixed-slot arms")
+    ap.add_argument("--slots", default="16,96", help="router slots per instance of the fixed-slot arms")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args()
     profile = load_profile("h100-llama3-8b")
@@ -113,7 +122,7 @@ def main() -> None:
         capacity = measured_capacity(w.requests, profile, limits, args.instances) * args.instances
         for load in (float(x) for x in args.loads.split(",")):
             requests = workloads.at_rate(w.requests, load * capacity)
-            for arm in arms(args.slots):
+            for arm in arms([int(x) for x in args.slots.split(",")]):
                 slots = arm.slots
                 config = SimConfig(instances=args.instances, max_inflight=slots)
                 result = simulate(requests, profile, limits, arm.scenario, config)
