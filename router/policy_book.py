@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from flotilla.router.metrics import RouterMetrics
@@ -16,6 +17,14 @@ from flotilla.router.model_routing import ModelRouting
 from flotilla.router.policies import Policy, PolicyRegistry
 
 log = logging.getLogger("flotilla.router.policy_book")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    policy: str
+    field: str
+    """The fleet field at fault: spec.router.policy or spec.router.params."""
+    message: str
 
 
 class PolicyBook:
@@ -39,8 +48,8 @@ class PolicyBook:
         # Per model: the (name, params) its policy object was built from, and the object.
         self._built: dict[str, tuple[tuple[str, Mapping[str, Any]], Policy]] = {}
         self._metrics = metrics
-        self._flagged: dict[str, tuple[str, str]] = {}
-        self.errors: dict[str, str] = {}
+        self.rejected: dict[str, Rejection] = {}
+        """Per model, the configuration refused now (what the warning and the gauge say)."""
 
     def policy_for(self, model: str, routing: ModelRouting) -> Policy:
         wanted = (routing.policy, routing.params) if routing.policy else self._default
@@ -52,12 +61,12 @@ class PolicyBook:
             policy = self._registry.build(*wanted)
         except (KeyError, ValueError) as e:  # pydantic's ValidationError is a ValueError
             field = "spec.router.policy" if isinstance(e, KeyError) else "spec.router.params"
-            self.errors[model] = f"{field}: policy {wanted[0]!r} rejected, using {self._default[0]!r}: {e}"
+            message = f"{field}: policy {wanted[0]!r} rejected, using {self._default[0]!r}: {e}"
+            self.rejected[model] = Rejection(wanted[0], field, message)
             log.warning(
                 "fleet policy rejected, balancing with the default",
                 extra={"model": model, "policy": wanted[0], "field": field, "error": str(e)},
             )
-            self._flagged[model] = (wanted[0], field)
             if self._metrics is not None:
                 self._metrics.policy_rejected.labels(model, wanted[0], field).set(1)
             policy = self._registry.build(*self._default)
@@ -65,7 +74,6 @@ class PolicyBook:
         return policy
 
     def _unflag(self, model: str) -> None:
-        self.errors.pop(model, None)
-        flagged = self._flagged.pop(model, None)
-        if flagged is not None and self._metrics is not None:
-            self._metrics.policy_rejected.remove(model, *flagged)
+        gone = self.rejected.pop(model, None)
+        if gone is not None and self._metrics is not None:
+            self._metrics.policy_rejected.remove(model, gone.policy, gone.field)

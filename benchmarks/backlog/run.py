@@ -115,7 +115,7 @@ def main() -> None:
     profile = load_profile("h100-llama3-8b")
     limits = profile.limits
     slo = Slo()
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     for name in args.workloads.split(","):
         w = workloads.load(name, max_model_len=limits.max_model_len, limit=args.requests)
@@ -153,7 +153,7 @@ def main() -> None:
     plot(rows, args.out / "e2e-by-load.png")
 
 
-def table(rows: list[dict[str, object]], args: argparse.Namespace, wall: float) -> str:
+def table(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float) -> str:
     out = [
         "# Router-held backlog in the fleet simulator",
         "",
@@ -172,32 +172,28 @@ def table(rows: list[dict[str, object]], args: argparse.Namespace, wall: float) 
             " | max router wait s | mean, p99 / least_work+prefix | mean, p99 / best non-predictive |"
         )
         out.append("|---|---|---|---|---|---|---|---|---|---|")
-        for load in dict.fromkeys(float(str(r["load"])) for r in rows if r["workload"] == name):
+        for load in dict.fromkeys(r["load"] for r in rows if r["workload"] == name):
             here = [r for r in rows if r["workload"] == name and r["load"] == load]
-            best = min((r for r in here if not r["predictive"]), key=lambda r: num(r["e2e_mean"]))
+            best = min((r for r in here if not r["predictive"]), key=lambda r: r["e2e_mean"])
             (ours,) = [r for r in here if r["arm"] == "least_work+prefix"]
 
-            def ratios(r: dict[str, object], to: dict[str, object]) -> str:
-                mean = num(r["e2e_mean"]) / num(to["e2e_mean"])
-                return f"{mean:.2f}, {num(r['e2e_p99']) / num(to['e2e_p99']):.2f}"
+            def ratios(r: dict[str, Any], to: dict[str, Any]) -> str:
+                mean = r["e2e_mean"] / to["e2e_mean"]
+                return f"{mean:.2f}, {r['e2e_p99'] / to['e2e_p99']:.2f}"
 
             for r in here:
                 mark = " (best non-predictive)" if r is best else ""
                 out.append(
-                    f"| {load:.0%} | {r['arm']}{mark} | {num(r['e2e_mean']):.2f} | {num(r['e2e_p99']):.2f}"
-                    f" | {num(r['ttft_mean']):.2f} | {num(r['ttft_p99']):.2f}"
-                    f" | {num(r['goodput_rps']):.2f} | {num(r['max_router_wait_s']):.1f}"
+                    f"| {load:.0%} | {r['arm']}{mark} | {r['e2e_mean']:.2f} | {r['e2e_p99']:.2f}"
+                    f" | {r['ttft_mean']:.2f} | {r['ttft_p99']:.2f}"
+                    f" | {r['goodput_rps']:.2f} | {r['max_router_wait_s']:.1f}"
                     f" | {ratios(r, ours)} | {ratios(r, best)} |"
                 )
         out.append("")
     return "\n".join(out)
 
 
-def num(x: object) -> float:
-    return float(str(x))
-
-
-def plot(rows: list[dict[str, object]], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,11 +203,7 @@ def plot(rows: list[dict[str, object]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         for arm in dict.fromkeys(str(r["arm"]) for r in rows):
-            pts = [
-                (float(str(r["load"])), float(str(r["e2e_mean"])))
-                for r in rows
-                if r["workload"] == name and r["arm"] == arm
-            ]
+            pts = [(r["load"], r["e2e_mean"]) for r in rows if r["workload"] == name and r["arm"] == arm]
             pts = [p for p in pts if math.isfinite(p[1])]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=arm)
         ax.set_title(name)

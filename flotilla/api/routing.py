@@ -86,7 +86,7 @@ class LeastWorkParams(ChoiceParams):
     max_instances: int = Field(default=4096, ge=1, description="instances the prefix index remembers")
 
 
-POLICY_PARAMS: Final[Mapping[PolicyName, type[BaseModel]]] = {
+POLICY_PARAMS: Final[Mapping[str, type[BaseModel]]] = {
     "round_robin": NoParams,
     "least_request": ChoiceParams,
     "kv_utilization": KvUtilizationParams,
@@ -101,7 +101,7 @@ def params_problem(policy: str, params: Mapping[str, Any] | None) -> str | None:
     """Why `params` cannot configure `policy` (None when they can), naming each bad key:
     "choices: Input should be greater than or equal to 0". An unknown name is the CRD's to refuse;
     it is reported here too, for a fleet stored under an older CRD."""
-    model = POLICY_PARAMS.get(policy)  # type: ignore[call-overload]
+    model = POLICY_PARAMS.get(policy)
     if model is None:
         return f"unknown policy {policy!r}; known: {', '.join(POLICY_NAMES)}"
     try:

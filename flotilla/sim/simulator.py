@@ -187,9 +187,9 @@ class FleetRun:
         self.features = [
             replace(f, predicted_output_tokens=p) for f, p in zip(features, predicted, strict=True)
         ]
-        # What the slice in flight (or waiting) was dispatched with: the request's own without slicing.
+        # What the slice in flight (or waiting) was dispatched with, its prediction included: the
+        # request's own without slicing.
         self.cur_features = list(self.features)
-        self.cur_pred = list(predicted)
         queue: WaitQueue[int] = default_queue_orders().factory(scenario.queue, scenario.queue_params)(
             self.cur_features.__getitem__
         )
@@ -283,7 +283,7 @@ class FleetRun:
         more: list[int] = []
         for s in fin:
             i = s.idx
-            self.router.release(j, self.cur_features[i], self.cur_pred[i])
+            self.router.release(j, self.cur_features[i], self.cur_pred(i))
             if self.slicer is not None and self.slicer.finished(i, s, j):
                 self.earlier_out[i] += s.out
                 self.earlier_preempt[i] += s.preemptions
@@ -340,7 +340,7 @@ class FleetRun:
         more: list[int] = []
         for s in self.engines[j].kill():
             i = s.idx
-            self.router.release(j, self.cur_features[i], self.cur_pred[i], prefilled=s.first_done)
+            self.router.release(j, self.cur_features[i], self.cur_pred(i), prefilled=s.first_done)
             self.earlier_out[i] += s.out
             self.earlier_preempt[i] += s.preemptions
             self.seqs[i] = None
@@ -360,16 +360,18 @@ class FleetRun:
 
     # ---- the router's side ---------------------------------------------------------------------
 
+    def cur_pred(self, i: int) -> float:
+        """The predicted output tokens request `i`'s current slice was dispatched with."""
+        return self.cur_features[i].predicted_output_tokens or 0.0
+
     def ask(self, i: int) -> tuple[RequestFeatures, float, Steer | None]:
         """What request `i` (its current slice) is dispatched with."""
-        return self.cur_features[i], self.cur_pred[i], self.slicer.steer(i) if self.slicer else None
+        return self.cur_features[i], self.cur_pred(i), self.slicer.steer(i) if self.slicer else None
 
     def admit(self, i: int, now: float) -> None:
         """A request (or its next slice) asks for an instance: at once if nobody waits, else queued."""
         if self.slicer is not None:
-            self.cur_features[i], self.cur_pred[i] = self.slicer.next_slice(
-                i, self.features[i], self.predicted[i]
-            )
+            self.cur_features[i] = self.slicer.next_slice(i, self.features[i], self.predicted[i])
         j = self.router.admit(i, *self.ask(i), now)
         if j is not None:
             self.send(i, j, now)
@@ -393,7 +395,7 @@ class FleetRun:
             )
         else:
             left = max(1.0, self.predicted[i] - self.slicer.generated[i])
-            s = self.slicer.seq(i, j, mark=self.cur_pred[i], priority=left)
+            s = self.slicer.seq(i, j, mark=self.cur_pred(i), priority=left)
         self.seqs[i] = s
         if self.first_seq[i] is None:
             self.first_seq[i] = s

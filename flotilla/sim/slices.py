@@ -73,13 +73,11 @@ class Slicer:
         m = self._requests[i].max_tokens
         return None if m is None else m - self.generated[i]
 
-    def next_slice(
-        self, i: int, features: RequestFeatures, predicted: float
-    ) -> tuple[RequestFeatures, float]:
+    def next_slice(self, i: int, features: RequestFeatures, predicted: float) -> RequestFeatures:
         """The features the router dispatches the next slice with (`continuation.SliceRunner.pieces`)."""
         budget = slice_budget(self.slice_tokens, self.remaining(i))
         self.budget[i] = budget
-        out = slice_features(
+        return slice_features(
             features,
             predicted,
             slice_tokens=self.slice_tokens,
@@ -87,7 +85,6 @@ class Slicer:
             context_tokens=self._requests[i].prompt_tokens + self.generated[i],
             generated=self.generated[i],
         )
-        return out, out.predicted_output_tokens or 0.0
 
     def steer(self, i: int) -> Steer | None:
         """The router's between-slice placement for a continuation; None for a first slice."""

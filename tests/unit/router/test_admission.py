@@ -135,7 +135,7 @@ async def test_fleet_policy_is_used_and_a_bad_one_falls_back() -> None:
     book = PolicyBook(default_registry(), "least_request", {})
     assert book.policy_for("m", ModelRouting(policy="round_robin")).name == "round_robin"
     assert book.policy_for("m", ModelRouting(policy="bogus")).name == "least_request"
-    assert "bogus" in book.errors["m"]
+    assert "bogus" in book.rejected["m"].message
 
 
 def test_a_rejected_fleet_policy_is_logged_and_exported(caplog: pytest.LogCaptureFixture) -> None:
@@ -159,8 +159,8 @@ def test_a_rejected_fleet_policy_is_logged_and_exported(caplog: pytest.LogCaptur
     assert book.policy_for("m", bad_params).name == "least_request"
     assert rejected("lest_request", "spec.router.policy") is None
     assert rejected("prefix_affinity", "spec.router.params") == 1
-    assert "spec.router.params" in book.errors["m"]
+    assert "spec.router.params" in book.rejected["m"].message
 
     assert book.policy_for("m", ModelRouting(policy="round_robin")).name == "round_robin"
     assert rejected("prefix_affinity", "spec.router.params") is None
-    assert "m" not in book.errors
+    assert "m" not in book.rejected
