@@ -3,10 +3,12 @@
 Rather than push every request to an engine at once (where it would wait in the engine's queue,
 beyond the reach of better balancing), the router lets each instance hold at most `max_inflight`
 of its requests, about what the engine can batch. Requests beyond that wait here, in an order given
-by a pluggable `WaitQueue` (`fcfs`, or `shortest_predicted_first` with aging), and are
-dispatched the moment any instance frees a slot, with the policy choosing among the instances that
-have one (and, with `kv_usage_limit`, the KV memory to take it: `memory.py`). A full queue, or a
-wait longer than `max_wait_s`, is answered 429 with Retry-After.
+by a pluggable `WaitQueue` (`queue_orders.py`: the router's default `shortest_work_first`, `fcfs`,
+...; with the client's priority tiers and TTFT due times), and are dispatched the moment any
+instance frees a slot, with the policy choosing among the instances that have one (and, with
+`kv_usage_limit`, the KV memory to take it: `memory.py`; with `batch_target`, room in its target
+batch: `batch_target.py`). A full queue, or a wait longer than `max_wait_s`, is answered 429 with
+Retry-After.
 
 A request may arrive with a fallback length estimate and its learned prediction still being
 computed (`Estimate.late`: the router does not wait for predictions that cannot change a dispatch,
@@ -27,13 +29,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from flotilla.router.batch_target import BatchTarget
 from flotilla.router.dispatch import Steer, charge, choose
 from flotilla.router.errors import ApiError
 from flotilla.router.instances import InstanceRecord, InstanceTable
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import RequestFeatures
 from flotilla.router.policy_book import PolicyBook
-from flotilla.router.queue_orders import FcfsQueue, WaitQueue, default_queue_orders
+from flotilla.router.queue_orders import WaitQueue, default_queue_orders
 
 if TYPE_CHECKING:
     from flotilla.router.prediction import Estimate
@@ -61,6 +64,10 @@ def queue_factory(name: str, params: Mapping[str, Any] | None = None) -> Callabl
     """The queue order named in the configuration (`queue_orders`), reading the waiters' features
     (their predictions included); raises ValueError on a bad name or params."""
     return functools.partial(default_queue_orders().factory(name, params), _features)
+
+
+def _arrival_order() -> Callable[[], WaitQueue[Waiter]]:
+    return queue_factory("fcfs")
 
 
 @dataclass(eq=False)
@@ -113,18 +120,22 @@ class Admission:
         metrics: RouterMetrics,
         *,
         rng: random.Random,
-        queue_factory: Callable[[], WaitQueue[Waiter]] = FcfsQueue,
+        queue_factory: Callable[[], WaitQueue[Waiter]] | None = None,
         max_queue: int = 1024,
         max_wait_s: float = 30.0,
         kv_usage_limit: float | None = None,
+        batch_target: BatchTarget | None = None,
+        on_placed: Callable[[RequestFeatures, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._on_placed = on_placed
         self._kv_limit = kv_usage_limit
+        self._batch_target = batch_target
         self._table = table
         self._policies = policies
         self._metrics = metrics
         self._rng = rng
-        self._queue_factory = queue_factory
+        self._queue_factory = queue_factory or _arrival_order()
         self._max_queue = max_queue
         self._max_wait = max_wait_s
         self._clock = clock
@@ -247,13 +258,22 @@ class Admission:
         policy = self._policies.policy_for(features.model, self._table.routing(features.model))
         predicted = features.predicted_output_tokens or 0.0
         chosen = choose(
-            features, free, policy, self._rng, predicted=predicted, kv_usage_limit=self._kv_limit, steer=steer
+            features,
+            free,
+            policy,
+            self._rng,
+            predicted=predicted,
+            kv_usage_limit=self._kv_limit,
+            batch_target=self._batch_target,
+            steer=steer,
         )
         if chosen is None:
             return None
         record = self._table.get(chosen)
         assert record is not None
         tokens = charge(record, features, predicted)
+        if self._on_placed is not None:  # the replicas' shared state: peers' prefix indexes learn it
+            self._on_placed(features, record.id)
         self._metrics.inflight.labels(features.model, record.id).set(record.inflight)
         return Lease(record, features, tokens, predicted, self._release, prefill=features.prompt_tokens)
 

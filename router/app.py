@@ -21,12 +21,14 @@ from starlette.routing import Route
 
 from flotilla.router.admission import Admission, queue_factory
 from flotilla.router.auth import Gate
+from flotilla.router.batch_target import BatchTarget
 from flotilla.router.config import AuthConfig, RouterConfig
 from flotilla.router.discovery import Discovered, Discovery
 from flotilla.router.errors import ApiError
 from flotilla.router.instances import InstanceTable
 from flotilla.router.metrics import RouterMetrics
-from flotilla.router.policies import PolicyRegistry, default_registry
+from flotilla.router.peers.link import PeerLink
+from flotilla.router.policies import Observer, PolicyRegistry, RequestFeatures, default_registry
 from flotilla.router.policy_book import PolicyBook
 from flotilla.router.prediction import LengthPredictor
 from flotilla.router.predictor_service import Loader, PredictorService, default_loader
@@ -65,6 +67,7 @@ class Router:
             config.default_policy_params,
             metrics=self.metrics,
         )
+        self.policies = book
         self.admission = Admission(
             self.table,
             book,
@@ -74,6 +77,10 @@ class Router:
             max_queue=config.max_queue_per_model,
             max_wait_s=config.max_queue_wait_s,
             kv_usage_limit=config.kv_usage_limit,
+            batch_target=None
+            if config.batch_target is None
+            else BatchTarget.from_params(config.batch_target),
+            on_placed=self._placed,
         )
         self.scraper = Scraper(
             self.table,
@@ -100,6 +107,7 @@ class Router:
             request_timeout_s=config.request_timeout_s,
             max_body_bytes=config.max_body_bytes,
             prefix_block_chars=config.prefix_block_chars,
+            client_hints=config.client_hints,
             on_eject=self._ejected,
             slicer=SliceRunner(
                 self.admission,
@@ -112,6 +120,19 @@ class Router:
             slice_tokens_of=self.table.slice_tokens,
         )
         self.gate = Gate(config.auth or AuthConfig(mode="none"), max_body_bytes=config.max_body_bytes)
+        self.peers: PeerLink | None = None
+        """The replicas' shared state (`peers`), when configured."""
+        if config.peers is not None:
+            self.peers = PeerLink(
+                config.peers,
+                self.table,
+                self.metrics,
+                replica=config.peers.replica,
+                observe=self._peer_placed,
+                charge=self.gate.peer_charge,
+            )
+            self.table.watch(self.peers.changed)
+            self.gate.on_charge = self.peers.charged
         self._created = int(time.time())
         self._tasks: list[asyncio.Task[None]] = []
         self.discovered = False
@@ -133,6 +154,16 @@ class Router:
             self.metrics.routable.labels(model).set(len(self.table.routable(model)))
         self.admission.pump()
 
+    def _placed(self, features: RequestFeatures, instance_id: str) -> None:
+        if self.peers is not None:
+            self.peers.placed(features, instance_id)
+
+    def _peer_placed(self, features: RequestFeatures, instance_id: str) -> None:
+        """A peer placed a request: a policy that learns from placements (a prefix index) learns it."""
+        policy = self.policies.policy_for(features.model, self.table.routing(features.model))
+        if isinstance(policy, Observer):
+            policy.observe(features, instance_id)
+
     def _ejected(self, instance_id: str) -> None:
         self.metrics.ejections.labels(instance_id).inc()
         self._instances_changed()
@@ -142,6 +173,8 @@ class Router:
         self._tasks.append(asyncio.create_task(self.scraper.run(), name="router-scraper"))
         if self.gate.reloads:
             self._tasks.append(asyncio.create_task(self.gate.run_reloads(), name="router-api-keys"))
+        if self.peers is not None:
+            self._tasks.append(asyncio.create_task(self.peers.run(), name="router-peers"))
 
     @property
     def ready(self) -> bool:

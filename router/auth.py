@@ -237,6 +237,9 @@ class Gate:
         self._clock = clock
         self._keyring = Keyring(())
         self._buckets: dict[str, TokenBucket] = {}
+        self.on_charge: Callable[[str, float], None] | None = None
+        """Told of every take from (positive) and refund to (negative) a key's bucket, by key name:
+        the replicas' shared state sends them to the peers (`peer_charge`)."""
         self._install(list(keys) if keys is not None else (load_keys(config) if self.enabled else []))
 
     def _install(self, keys: list[ApiKey]) -> None:
@@ -352,13 +355,24 @@ class Gate:
                 kind="tokens",
                 retry_after=math.ceil(wait),
             )
+        if self.on_charge is not None:
+            self.on_charge(key.name, need)
         return need
+
+    def peer_charge(self, key_name: str, tokens: float) -> None:
+        """Another replica took `tokens` from this key (negative: refunded): the limit is the key's,
+        whichever replica serves it. The balance may go below zero: the next request waits."""
+        bucket = self._buckets.get(key_name)
+        if bucket is not None:
+            bucket.give(-tokens)
 
     def _settle(self, key: ApiKey, charged: int, actual: int | None) -> None:
         """Reconcile the up-front charge with actual usage (None: unknown, keep the charge)."""
         bucket = self._buckets.get(key.name)
         if bucket is not None and charged and actual is not None:
             bucket.give(charged - actual)
+            if self.on_charge is not None:
+                self.on_charge(key.name, actual - charged)
 
     async def _metered(self, chunks: Any, key: ApiKey, charge: int) -> AsyncIterator[Any]:
         """Relays a stream and settles its charge on the usage chunk, if the client asked for one."""

@@ -9,8 +9,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flotilla.api.routing import DEFAULT_POLICY
+from flotilla.router.batch_target import BatchTargetParams
 from flotilla.router.features import PREFIX_BLOCK_CHARS
 from flotilla.router.model_routing import ModelRouting
+from flotilla.router.peers.config import PeersConfig
 from flotilla.router.queue_orders import default_queue_orders
 
 
@@ -112,14 +114,23 @@ class RouterConfig(_Secretive):
     eject_after_failures: int = Field(default=2, ge=1)
     drain_timeout_s: float = Field(default=30.0, ge=0)
     prefix_block_chars: int = Field(default=PREFIX_BLOCK_CHARS, gt=0)
-    queue_order: str = "fcfs"
-    """Order of a model's waiting requests, a name in `queue_orders`: `fcfs` (arrival),
-    `shortest_predicted_first` or `shortest_work_first` (with aging and a starvation bound)."""
+    queue_order: str = "shortest_work_first"
+    """Order of a model's waiting requests, a name in `queue_orders`: `shortest_work_first` (the
+    default: the prompt at its prefill weight plus the predicted output, with aging and a 10 s
+    starvation bound; the best order in benchmarks/backlog wherever a queue formed, and inert
+    where none does), `fcfs` (arrival), `shortest_predicted_first`, `least_attained_service`."""
     queue_order_params: dict[str, Any] = Field(default_factory=dict)
     """Params of the order (`aging_per_s`, `starvation_s`; `prompt_token_weight` for work)."""
-    kv_usage_limit: float | None = Field(default=None, gt=0, le=1)
-    """Admit a request to an instance only while its estimated KV usage stays under this (e.g. 0.9,
-    below vLLM's preemption point); None: off."""
+    kv_usage_limit: float | None = Field(default=0.9, gt=0, le=1)
+    """Admit a request to an instance only while its estimated KV usage stays under this (below
+    vLLM's preemption point; benchmarks/backlog: preemptions 125 -> 4 on Mooncake at 100% load);
+    null: off. Inert where an engine does not publish its KV capacity."""
+    batch_target: BatchTargetParams | None = None
+    """Hold an instance's batch at its target from a step-time profile (`batch_target.py`):
+    `{profile: h100-llama3-8b, max_decode_slowdown: 2.0, tpot_ms: ...}`; None: off."""
+    client_hints: bool = True
+    """Read the clients' hints (output length, priority, TTFT/TPOT targets: `hints.py`); false
+    where clients are not trusted with the queue's order."""
     slice_rebalance: dict[str, Any] = Field(default_factory=dict)
     """When a continuation slice moves to another instance (`slicing.RebalanceParams`)."""
     predictor_artifacts_dir: str | None = None
@@ -137,6 +148,8 @@ class RouterConfig(_Secretive):
     auth: AuthConfig | None = None
     """Client authentication. A config file must set it (`load_config`); None (in-process only,
     e.g. tests and benchmarks building a RouterConfig) serves without authentication."""
+    peers: PeersConfig | None = None
+    """Share routing state with the other replicas over NATS (`peers/`); None: each replica alone."""
     static: StaticDiscoveryConfig | None = None
     kubernetes: KubernetesDiscoveryConfig | None = None
 

@@ -10,7 +10,7 @@ once per model from its fleet (or the static configuration): instances carry non
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,34 @@ class EngineSample:
     prefix_hits: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class PeerLoad:
+    """Requests other router replicas have on an instance, as they last published them (`peers`)."""
+
+    inflight: int = 0
+    tokens: int = 0
+    """Prompt + predicted output tokens of those requests."""
+    predicted: float = 0.0
+    """Their predicted output tokens still to come."""
+    prefill: int = 0
+    """Their prompt tokens with no first token yet."""
+
+    def __add__(self, other: PeerLoad) -> PeerLoad:
+        return PeerLoad(
+            self.inflight + other.inflight,
+            self.tokens + other.tokens,
+            self.predicted + other.predicted,
+            self.prefill + other.prefill,
+        )
+
+
+NO_PEERS = PeerLoad()
+_ACCOUNTING = frozenset({"inflight", "inflight_tokens", "predicted_remaining", "pending_prefill"})
+
+AccountingWatch = Callable[["InstanceRecord", bool], None]
+"""Called with the record whose accounting changed, and whether its in-flight count did."""
+
+
 @dataclass(eq=False)
 class InstanceRecord:
     spec: InstanceSpec
@@ -53,16 +81,23 @@ class InstanceRecord:
     # Own accounting at the time of the last scrape, to correct the scrape by what changed since.
     inflight_at_scrape: int = 0
     tokens_at_scrape: int = 0
+    peer: PeerLoad = NO_PEERS
+    """The other replicas' requests on the instance (shared state; none without it)."""
+    peer_at_scrape: PeerLoad = NO_PEERS
     failures: int = 0
     ejected: bool = False
     # The frozen view, rebuilt only after a change: with N instances every request ranks N views,
     # and most of them did not change since the last request.
     _view: InstanceView | None = field(default=None, repr=False)
+    watch: AccountingWatch | None = field(default=None, repr=False)
+    """Told of every change of this router's accounting (the shared state publishes it)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
         if name != "_view":
             object.__setattr__(self, "_view", None)
+            if name in _ACCOUNTING and self.watch is not None:
+                self.watch(self, name == "inflight")
 
     @property
     def id(self) -> str:
@@ -80,6 +115,7 @@ class InstanceRecord:
         self.sample = sample
         self.inflight_at_scrape = self.inflight
         self.tokens_at_scrape = self.inflight_tokens
+        self.peer_at_scrape = self.peer
         self.failures = 0
         self.ejected = False
 
@@ -97,32 +133,32 @@ class InstanceRecord:
         return self._view
 
     def _make_view(self) -> InstanceView:
-        s = self.sample
-        if s is None:
-            return InstanceView(
-                id=self.id,
-                inflight=self.inflight,
-                inflight_tokens=self.inflight_tokens,
-                predicted_remaining_tokens=self.predicted_remaining,
-                pending_prefill_tokens=self.pending_prefill,
-                est_requests=float(self.inflight),
-                max_inflight=self.max_inflight,
-            )
-        scraped = s.running + s.waiting
-        est = max(float(self.inflight), scraped + self.inflight - self.inflight_at_scrape)
-        kv = s.kv_usage
-        if s.kv_capacity_tokens:
-            kv += (self.inflight_tokens - self.tokens_at_scrape) / s.kv_capacity_tokens
+        s, peer = self.sample, self.peer
+        est = float(self.inflight + peer.inflight)  # every replica's requests that this one knows of
+        kv = 0.0
+        if s is not None:
+            # The scrape counted every router's requests then; what changed since is known exactly
+            # for this replica's and, as last published, for its peers'.
+            since = self.inflight - self.inflight_at_scrape + peer.inflight - self.peer_at_scrape.inflight
+            est = max(est, s.running + s.waiting + since)
+            kv = s.kv_usage
+            if s.kv_capacity_tokens:
+                tokens_since = (
+                    self.inflight_tokens - self.tokens_at_scrape + peer.tokens - self.peer_at_scrape.tokens
+                )
+                kv += tokens_since / s.kv_capacity_tokens
         return InstanceView(
             id=self.id,
-            running=s.running,
-            waiting=s.waiting,
-            kv_usage=s.kv_usage,
-            kv_capacity_tokens=s.kv_capacity_tokens,
+            running=s.running if s else 0,
+            waiting=s.waiting if s else 0,
+            kv_usage=s.kv_usage if s else 0.0,
+            kv_capacity_tokens=s.kv_capacity_tokens if s else None,
             inflight=self.inflight,
             inflight_tokens=self.inflight_tokens,
-            predicted_remaining_tokens=self.predicted_remaining,
-            pending_prefill_tokens=self.pending_prefill,
+            context_tokens=max(0.0, self.inflight_tokens - self.predicted_remaining),
+            peer_inflight=peer.inflight,
+            predicted_remaining_tokens=self.predicted_remaining + peer.predicted,
+            pending_prefill_tokens=self.pending_prefill + peer.prefill,
             est_requests=est,
             est_kv_usage=min(1.0, max(0.0, kv)),
             max_inflight=self.max_inflight,
@@ -132,6 +168,7 @@ class InstanceRecord:
 class InstanceTable:
     def __init__(self, *, default_max_inflight: int) -> None:
         self._default_max = default_max_inflight
+        self._watch: AccountingWatch | None = None
         self._records: dict[str, InstanceRecord] = {}
         self._routing: Mapping[str, ModelRouting] = {}
 
@@ -149,9 +186,15 @@ class InstanceTable:
                 old.max_inflight = max_inflight
                 new[spec.id] = old
             else:
-                new[spec.id] = InstanceRecord(spec=spec, max_inflight=max_inflight)
+                new[spec.id] = InstanceRecord(spec=spec, max_inflight=max_inflight, watch=self._watch)
         self._records = new
         self._routing = dict(routing or {})
+
+    def watch(self, callback: AccountingWatch | None) -> None:
+        """Tell `callback` of every change of this router's accounting, on every record."""
+        self._watch = callback
+        for record in self._records.values():
+            record.watch = callback
 
     def all(self) -> list[InstanceRecord]:
         return list(self._records.values())

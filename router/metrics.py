@@ -112,6 +112,28 @@ class RouterMetrics:
             ["model", "placement"],
             registry=registry,
         )
+        self.peer_link_up = Gauge(
+            "flotilla_router_peer_link_up",
+            "1 while this replica shares routing state with its peers (NATS connected), else 0.",
+            registry=registry,
+        )
+        self.peers = Gauge(
+            "flotilla_router_peers",
+            "Peer router replicas whose state this one currently folds in.",
+            registry=registry,
+        )
+        self.peer_staleness = Histogram(
+            "flotilla_router_peer_staleness_seconds",
+            "Age of this replica's accounting when its peers receive it (change to delivery, read"
+            " from the echo of its own messages).",
+            buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=registry,
+        )
+        self.peer_bad_messages = Counter(
+            "flotilla_router_peer_bad_messages",
+            "Messages on the shared-state subjects that were not flotilla's (ignored).",
+            registry=registry,
+        )
         self.routable = Gauge(
             "flotilla_router_routable_instances",
             "Instances in rotation per model.",

@@ -27,6 +27,7 @@ from flotilla.router.admission import Admission, Lease
 from flotilla.router.errors import ApiError
 from flotilla.router.failover import eject_for_retry
 from flotilla.router.features import extract, prompt_text
+from flotilla.router.hints import Hints, read_hints
 from flotilla.router.metrics import RouterMetrics
 from flotilla.router.policies import RequestFeatures
 from flotilla.router.prediction import Estimate, LengthPredictor
@@ -38,6 +39,8 @@ from flotilla.router.usage import stream_usage_tokens, usage_tokens
 
 log = logging.getLogger("flotilla.router.request")
 
+CLIENT_ESTIMATE = "client"
+"""`Estimate.predictor` of a client's own output-length estimate (`hints.py`)."""
 PATHS = {"completion": "/v1/completions", "chat": "/v1/chat/completions"}
 _FORWARDED_HEADERS = ("authorization",)
 
@@ -101,7 +104,9 @@ class RequestPath:
         clock: Callable[[], float] = time.monotonic,
         slicer: SliceRunner | None = None,
         slice_tokens_of: Callable[[str], int] | None = None,
+        client_hints: bool = True,
     ) -> None:
+        self._client_hints = client_hints
         self._slicer = slicer
         self._slice_tokens_of = slice_tokens_of
         self._admission = admission
@@ -121,8 +126,13 @@ class RequestPath:
         try:
             raw = await read_body(request, self._max_body)
             body, call.model = parse_body(raw, decoded)
-            features = extract(kind, body, call.model, block_chars=self._block_chars)
-            call.estimate = await self._predictor.estimate(features, prompt_text(kind, body))
+            hints = read_hints(request.headers, body) if self._client_hints else Hints()
+            features = hints.apply(extract(kind, body, call.model, block_chars=self._block_chars))
+            told = hints.estimate(features)
+            if told is not None:  # the client's estimate: nothing to predict
+                call.estimate = Estimate(told, predictor=CLIENT_ESTIMATE)
+            else:
+                call.estimate = await self._predictor.estimate(features, prompt_text(kind, body))
             call.features = replace(features, predicted_output_tokens=call.estimate.tokens)
             stream = body.get("stream") is True
             headers = {"content-type": "application/json", "x-request-id": rid}
@@ -316,8 +326,11 @@ class RequestPath:
         output_tokens: int | None = None,
     ) -> None:
         model, ttft = call.model, call.ttft
-        if status == 200 and output_tokens is not None and call.features and call.estimate:
-            self._predictor.observe(call.features, call.estimate, output_tokens)
+        estimate = call.estimate
+        # A client's estimate says nothing of the predictor's quality: not observed (metrics, log).
+        observed = estimate is not None and estimate.predictor != CLIENT_ESTIMATE
+        if status == 200 and output_tokens is not None and call.features and estimate and observed:
+            self._predictor.observe(call.features, estimate, output_tokens)
         e2e = self._clock() - call.start
         # Bad requests may name any model: keep such names out of the label set.
         label = "" if status in (400, 404, 413) else model

@@ -30,6 +30,7 @@ from flotilla.sim import workloads
 from flotilla.sim.bench import save_figure
 from flotilla.sim.capacity import measured_capacity
 from flotilla.sim.metrics import Slo, summarize
+from flotilla.sim.predictions import has_text, learned_lengths
 from flotilla.sim.scenario import Scenario
 from flotilla.sim.simulator import SimConfig, simulate
 
@@ -40,6 +41,10 @@ KV_BUDGET = 0.9
 its estimated KV use, with the request's prompt and predicted output, stays below this."""
 
 
+PROFILE = "h100-llama3-8b"
+SLICE_TOKENS = 256
+
+
 @dataclass(frozen=True)
 class Arm:
     name: str
@@ -47,11 +52,12 @@ class Arm:
     slots: int
     """Router slots per instance (`max_inflight_per_instance`)."""
     predictive: bool
-    """Uses a prediction of the output length (the oracle's true one): the targets compare these
-    with the best arm that does not."""
+    """Uses a prediction of the output length (learned, or the oracle's true one): the targets
+    compare these with the best arm that does not."""
 
 
-def arms(fixed_slots: list[int]) -> list[Arm]:
+def arms(fixed_slots: list[int], slowdowns: list[float], text: bool) -> list[Arm]:
+    """`text`: the workload has prompt text, so the learned predictor can run."""
     lwp: dict[str, Any] = {"policy": "least_work", "params": {"prefix_match": True}}
     bounded = {"aging_per_s": 0.0, "starvation_s": 60.0}
     unbounded = {"aging_per_s": 0.0, "starvation_s": 1e9}
@@ -84,6 +90,7 @@ def arms(fixed_slots: list[int]) -> list[Arm]:
         arm("KV budget, fcfs", **kv),
         arm("KV budget, work-first, prompt only", queue=work, queue_params=unbounded, **kv),
         arm("KV budget, work-first, prompt only, 60 s bound", queue=work, queue_params=bounded, **kv),
+        arm("router defaults: KV budget, work-first (aging, 10 s bound)", queue=work, **kv),
         arm(
             "KV budget, output-first, oracle",
             True,
@@ -100,7 +107,75 @@ def arms(fixed_slots: list[int]) -> list[Arm]:
             predictor="oracle",
             **kv,
         ),
+        arm(f"least_work+prefix, slices of {SLICE_TOKENS}", slice_tokens=SLICE_TOKENS),
+        *target_arms(slowdowns, text, arm),
     ]
+
+
+def target_arms(slowdowns: list[float], text: bool, arm: Any) -> list[Arm]:
+    """The target batch from the step-time profile (`batch_target`), with the KV budget too: the
+    admission budget of the issue, from the engine's own signals."""
+    # The orders' own defaults (aging 20 units/s, due after 10 s), as the router runs them.
+    bounded: dict[str, Any] = {}
+    work, output, las = "shortest_work_first", "shortest_predicted_first", "least_attained_service"
+    out: list[Arm] = []
+    for k, slowdown in enumerate(slowdowns):
+        on = {
+            "kv_usage_limit": KV_BUDGET,
+            "batch_target": {"profile": PROFILE, "max_decode_slowdown": slowdown},
+        }
+        label = f"target {slowdown:g}x"
+        out += [
+            arm(f"{label}, fcfs", **on),
+            arm(f"{label}, work-first, prompt only", queue=work, queue_params=bounded, **on),
+        ]
+        if k:  # the orders below at the first slowdown only
+            continue
+        out += [
+            arm(
+                f"{label}, LAS, slices of {SLICE_TOKENS}",
+                queue=las,
+                queue_params=bounded,
+                slice_tokens=SLICE_TOKENS,
+                **on,
+            ),
+            arm(
+                f"{label}, work-first, oracle",
+                True,
+                queue=work,
+                queue_params=bounded,
+                predictor="oracle",
+                **on,
+            ),
+            arm(
+                f"{label}, output-first, oracle",
+                True,
+                queue=output,
+                queue_params=bounded,
+                predictor="oracle",
+                **on,
+            ),
+        ]
+        if text:
+            out += [
+                arm(
+                    f"{label}, work-first, learned",
+                    True,
+                    queue=work,
+                    queue_params=bounded,
+                    predictor="learned",
+                    **on,
+                ),
+                arm(
+                    f"{label}, output-first, learned",
+                    True,
+                    queue=output,
+                    queue_params=bounded,
+                    predictor="learned",
+                    **on,
+                ),
+            ]
+    return out
 
 
 def main() -> None:
@@ -110,9 +185,10 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=8)
     ap.add_argument("--loads", default="0.8,0.9,1.0,1.1")
     ap.add_argument("--slots", default="16,96", help="router slots per instance of the fixed-slot arms")
+    ap.add_argument("--slowdowns", default="2,3", help="max_decode_slowdown of the target-batch arms")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args()
-    profile = load_profile("h100-llama3-8b")
+    profile = load_profile(PROFILE)
     limits = profile.limits
     slo = Slo()
     rows: list[dict[str, Any]] = []
@@ -120,12 +196,19 @@ def main() -> None:
     for name in args.workloads.split(","):
         w = workloads.load(name, max_model_len=limits.max_model_len, limit=args.requests)
         capacity = measured_capacity(w.requests, profile, limits, args.instances) * args.instances
+        text = has_text(w.requests)
+        # Predictions depend on the prompt alone: the learned ones are made once per trace.
+        learned = learned_lengths(w.requests, Scenario(name="-", policy="-").artifact) if text else None
+        lineup = arms(
+            [int(x) for x in args.slots.split(",")], [float(x) for x in args.slowdowns.split(",")], text
+        )
         for load in (float(x) for x in args.loads.split(",")):
             requests = workloads.at_rate(w.requests, load * capacity)
-            for arm in arms([int(x) for x in args.slots.split(",")]):
+            for arm in lineup:
                 slots = arm.slots
                 config = SimConfig(instances=args.instances, max_inflight=slots)
-                result = simulate(requests, profile, limits, arm.scenario, config)
+                predicted = learned if arm.scenario.predictor == "learned" else None
+                result = simulate(requests, profile, limits, arm.scenario, config, predicted=predicted)
                 s = summarize(result, slo)
                 wait = result.dispatched - result.arrival
                 rows.append(

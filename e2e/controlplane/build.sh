@@ -98,6 +98,7 @@ if [[ "${1:-}" == "--print" ]]; then
   echo "kwok=$bin/kwok-$KWOK_VERSION"
   echo "helm=$bin/helm-$HELM_VERSION"
   echo "inference_sim=$bin/llm-d-inference-sim-$INFERENCE_SIM_VERSION"
+  echo "nats=$bin/nats-server-$NATS_SERVER_VERSION"
   exit 0
 fi
 
@@ -106,5 +107,7 @@ build_etcd
 build_simple kwok "sigs.k8s.io/kwok@$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok kwok
 build_simple helm "helm.sh/helm/v3@$HELM_VERSION" helm.sh/helm/v3/cmd/helm helm
 build_inference_sim
+# The router replicas' shared state (issue 18): the NATS server the tests start, as a cluster runs it.
+build_simple nats-server "github.com/nats-io/nats-server/v2@$NATS_SERVER_VERSION" github.com/nats-io/nats-server/v2 nats-server
 build_kubernetes
 log "control plane binaries ready in $bin ($((SECONDS - start)) s)"

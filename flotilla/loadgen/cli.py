@@ -33,6 +33,12 @@ def live(  # noqa: PLR0917 (typer options are parameters)
     slice_tokens: Annotated[
         str, typer.Option(help="comma-separated S values for the slicing arms")
     ] = "64,256",
+    lineup: Annotated[
+        str,
+        typer.Option(
+            help="default (routers and policies) or replicas (1, 2, 4 router replicas, shared state off/on)"
+        ),
+    ] = "default",
     list_arms: Annotated[bool, typer.Option(help="print the arm names and exit")] = False,
     baseline: Annotated[str, typer.Option(help="the arm the ratios divide by")] = "round_robin",
     rounds: Annotated[int, typer.Option(help="times every arm runs (order rotated each round)")] = 2,
@@ -66,9 +72,15 @@ def live(  # noqa: PLR0917 (typer options are parameters)
     from flotilla.loadgen.live import EngineSettings, LiveConfig, LiveResults, WorkloadSpec, run_live
     from flotilla.loadgen.report import write_report
     from flotilla.loadgen.summary import Slo
-    from flotilla.loadgen.targets import default_arms
+    from flotilla.loadgen.targets import default_arms, replica_arms
 
-    every = default_arms([int(s) for s in slice_tokens.split(",") if s.strip()])
+    if lineup not in ("default", "replicas"):
+        raise typer.BadParameter(f"unknown lineup {lineup!r}: default or replicas")
+    every = (
+        replica_arms()
+        if lineup == "replicas"
+        else default_arms([int(s) for s in slice_tokens.split(",") if s.strip()])
+    )
     if list_arms:
         for a in every:
             typer.echo(a.name)

@@ -40,6 +40,46 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
+STALENESS = "flotilla_router_peer_staleness_seconds"
+
+
+def histogram_buckets(text: str, family: str) -> dict[float, float]:
+    """A histogram's cumulative bucket counts (upper bound -> count), summed over labels."""
+    out: dict[float, float] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name != family:
+            continue
+        for sample in fam.samples:
+            if sample.name == family + "_bucket":
+                le = float(sample.labels["le"])
+                out[le] = out.get(le, 0.0) + float(sample.value)
+    return out
+
+
+def bucket_quantile(buckets: dict[float, float], q: float) -> float | None:
+    """The upper bound of the bucket the q-quantile falls in (an upper estimate); None if empty."""
+    if not buckets:
+        return None
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return None
+    return next(b for b in bounds if buckets[b] >= q * total)
+
+
+async def router_buckets(
+    client: httpx.AsyncClient, routers: Sequence[str], family: str
+) -> dict[float, float]:
+    """`family`'s buckets summed over the routers' /metrics (replicas of one arm)."""
+    total: dict[float, float] = {}
+    for url in routers:
+        with contextlib.suppress(httpx.HTTPError):
+            response = await client.get(url + "/metrics")
+            for le, n in histogram_buckets(response.text, family).items():
+                total[le] = total.get(le, 0.0) + n
+    return total
+
+
 def imbalance(loads: Sequence[float]) -> float | None:
     """Coefficient of variation across engines; None when the fleet is idle."""
     mean = statistics.fmean(loads) if loads else 0.0

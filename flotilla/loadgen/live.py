@@ -10,16 +10,17 @@ starts only when every engine reports nothing running or waiting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flotilla.loadgen.fleetprobe import FleetProbe, FleetStats
+from flotilla.loadgen.fleetprobe import STALENESS, FleetProbe, FleetStats, router_buckets
 from flotilla.loadgen.openloop import http_client, run_open_loop
 from flotilla.loadgen.record import RequestRecord
 from flotilla.loadgen.summary import Slo, Summary, summarise
@@ -83,6 +84,8 @@ class ArmRun(BaseModel):
     order: int
     summary: Summary
     fleet: FleetStats
+    staleness: dict[float, float] = Field(default_factory=dict)
+    """Shared-state arms: the replicas' `flotilla_router_peer_staleness_seconds` buckets."""
 
 
 class ArmPooled(BaseModel):
@@ -94,6 +97,7 @@ class ArmPooled(BaseModel):
     arm: str
     summary: Summary
     fleet: FleetStats
+    staleness: dict[float, float] = Field(default_factory=dict)
 
 
 class LiveResults(BaseModel):
@@ -143,16 +147,40 @@ def _pool_fleet(stats: list[FleetStats]) -> FleetStats:
     )
 
 
+def _pool_buckets(runs: list[dict[float, float]]) -> dict[float, float]:
+    out: dict[float, float] = {}
+    for buckets in runs:
+        for le, n in buckets.items():
+            out[le] = out.get(le, 0.0) + n
+    return out
+
+
+@contextlib.asynccontextmanager
+async def _nats_for(arms: list[Arm]) -> AsyncIterator[str | None]:
+    """The run's NATS server, when an arm's replicas share their state (one for the whole run)."""
+    if not any(a.shared_state for a in arms):
+        yield None
+        return
+    from flotilla.localcluster.nats import nats_server
+
+    async with nats_server() as server:
+        yield server.url
+
+
 async def _run_arm(
     config: LiveConfig,
     arm: Arm,
     requests: list[PlannedRequest],
     engines: list[str],
     workdir: Path,
-) -> tuple[list[RequestRecord], FleetStats]:
+    *,
+    nats_url: str | None = None,
+) -> tuple[list[RequestRecord], FleetStats, dict[float, float]]:
     async with (
         http_client(config.drain_timeout_s + 60) as client,
-        started_router(arm, model=config.model, engines=engines, workdir=workdir, seed=config.seed) as urls,
+        started_router(
+            arm, model=config.model, engines=engines, workdir=workdir, seed=config.seed, nats_url=nats_url
+        ) as urls,
     ):
         probe = FleetProbe(client, engines)
         if not await probe.wait_idle(config.drain_timeout_s):
@@ -169,7 +197,8 @@ async def _run_arm(
         # Requests cancelled at the drain timeout may still run on the engines: let them finish
         # before the next arm (and count them only here).
         await probe.wait_idle(config.drain_timeout_s)
-        return records, probe.stats()
+        staleness = await router_buckets(client, urls, STALENESS) if arm.shared_state else {}
+        return records, probe.stats(), staleness
 
 
 def engine_command(settings: EngineSettings) -> tuple[EngineCommand, list[str] | None]:
@@ -206,13 +235,17 @@ async def run_live(
     finished = False
     try:
         command, words = await asyncio.to_thread(engine_command, config.engines)
-        async with loopback_engines(
-            command, count=config.engines.count, model=config.model, log_dir=workdir / "engines"
-        ) as urls:
+        async with (
+            loopback_engines(
+                command, count=config.engines.count, model=config.model, log_dir=workdir / "engines"
+            ) as urls,
+            _nats_for(config.arms) as nats_url,
+        ):
             salt = config.seed * 1_000_003
             for spec in config.workloads:
                 records: dict[str, list[RequestRecord]] = {a.name: [] for a in config.arms}
                 fleet: dict[str, list[FleetStats]] = {a.name: [] for a in config.arms}
+                stale: dict[str, list[dict[float, float]]] = {a.name: [] for a in config.arms}
                 n = len(config.arms)
                 for rnd in range(config.rounds):
                     order = config.arms[rnd % n :] + config.arms[: rnd % n]
@@ -226,7 +259,10 @@ async def run_live(
                             words=words,
                         )
                         results.requests_per_run[spec.name] = len(requests)
-                        recs, stats = await _run_arm(config, arm, requests, urls, workdir)
+                        recs, stats, staleness = await _run_arm(
+                            config, arm, requests, urls, workdir, nats_url=nats_url
+                        )
+                        stale[arm.name].append(staleness)
                         summary = summarise(recs, config.slo, spec.duration_s)
                         records[arm.name] += recs
                         fleet[arm.name].append(stats)
@@ -238,6 +274,7 @@ async def run_live(
                                 order=position,
                                 summary=summary,
                                 fleet=stats,
+                                staleness=staleness,
                             )
                         )
                         log(_line(spec.name, rnd, arm.name, summary, stats))
@@ -251,6 +288,7 @@ async def run_live(
                             arm=arm.name,
                             summary=summarise(records[arm.name], config.slo, window),
                             fleet=_pool_fleet(fleet[arm.name]),
+                            staleness=_pool_buckets(stale[arm.name]),
                         )
                     )
         finished = True

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from flotilla.loadgen.fleetprobe import bucket_quantile
 from flotilla.loadgen.live import ArmPooled, ArmRun, LiveResults
 from flotilla.loadgen.summary import Summary
 
@@ -132,6 +133,22 @@ def render(results: LiveResults) -> str:
             "",
             *_absolute(rows),
         ]
+        shared = [p for p in rows if p.staleness]
+        if shared:
+            out += [
+                "",
+                "Shared state (router replicas over NATS): how old a replica's accounting is when its"
+                " peers receive it, change to delivery, from the replicas' own"
+                " `flotilla_router_peer_staleness_seconds` (upper bounds of histogram buckets):",
+                "",
+                "| arm | messages | p50 (ms) | p99 (ms) |",
+                "|---|---:|---:|---:|",
+            ]
+            for p in shared:
+                p50, p99 = bucket_quantile(p.staleness, 0.5), bucket_quantile(p.staleness, 0.99)
+                n = max(p.staleness.values())
+                cells = ["-" if q is None else f"{q * 1000:.1f}" for q in (p50, p99)]
+                out.append(f"| {p.arm} | {n:.0f} | {cells[0]} | {cells[1]} |")
     return "\n".join(out) + "\n"
 
 

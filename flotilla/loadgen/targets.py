@@ -38,6 +38,13 @@ class Arm(BaseModel):
     slice_tokens: int = Field(default=0, ge=0)
     extra_args: tuple[str, ...] = ()
     """More command-line flags (Rust routers)."""
+    config: dict[str, Any] = Field(default_factory=dict)
+    """More router configuration (flotilla), e.g. the backlog's `kv_usage_limit`, `queue_order`."""
+    replicas: int = Field(default=1, ge=1)
+    """Router processes (flotilla); the load generator deals requests over them in turn, as a
+    Service spreads connections over a Deployment's pods."""
+    shared_state: bool = False
+    """The replicas share their routing state over the run's NATS server (`router.peers`)."""
 
 
 def default_arms(slice_tokens: Sequence[int] = (64, 256)) -> list[Arm]:
@@ -58,10 +65,38 @@ def default_arms(slice_tokens: Sequence[int] = (64, 256)) -> list[Arm]:
         Arm(name=f"least_request+S{s}", router="flotilla", policy="least_request", slice_tokens=s)
         for s in slice_tokens
     ]
+    arms += backlog_arms()
     arms += [
         Arm(name="vllm-router cache_aware", router="vllm-router", policy="cache_aware"),
         Arm(name="sglang-router cache_aware", router="sglang-router", policy="cache_aware"),
     ]
+    return arms
+
+
+def backlog_arms() -> list[Arm]:
+    """Issue 17's router-held backlog on least_work+prefix: as before it (no KV budget, arrival
+    order), the router's defaults since (KV budget 0.9, shortest_work_first), and those with the
+    target batch of the engines' step-time profile (`batch_target`)."""
+    lwp: dict[str, Any] = {"router": "flotilla", "policy": "least_work", "params": {"prefix_match": True}}
+    target = {"profile": "h100-llama3-8b", "max_decode_slowdown": 2.0}
+    return [
+        Arm(name="lw+prefix, no backlog", config={"kv_usage_limit": None, "queue_order": "fcfs"}, **lwp),
+        Arm(name="lw+prefix, defaults", **lwp),
+        Arm(name="lw+prefix, defaults + target 2x", config={"batch_target": target}, **lwp),
+    ]
+
+
+def replica_arms(policy: str = "least_request") -> list[Arm]:
+    """Issue 18: 1, 2 and 4 router replicas with their own state only, and sharing it over NATS,
+    on the chart's default policy."""
+    arms = [Arm(name="1 replica", router="flotilla", policy=policy)]
+    for n in (2, 4):
+        arms += [
+            Arm(name=f"{n} replicas, own state", router="flotilla", policy=policy, replicas=n),
+            Arm(
+                name=f"{n} replicas, shared", router="flotilla", policy=policy, replicas=n, shared_state=True
+            ),
+        ]
     return arms
 
 
@@ -76,11 +111,21 @@ def rust_router_binary(kind: RouterKind) -> str:
     return found
 
 
-def flotilla_config(arm: Arm, *, port: int, model: str, engines: Sequence[str], seed: int) -> dict[str, Any]:
+def flotilla_config(
+    arm: Arm,
+    *,
+    port: int,
+    model: str,
+    engines: Sequence[str],
+    seed: int,
+    peers: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     routing: dict[str, Any] = {"policy": arm.policy, "params": dict(arm.params)}
     if arm.slice_tokens:
         routing["slice_tokens"] = arm.slice_tokens
     return {
+        **arm.config,
+        **({"peers": peers} if peers is not None else {}),
         "host": "127.0.0.1",
         "port": port,
         "auth": {"mode": "none"},
@@ -148,18 +193,61 @@ async def wait_ready(url: str, model: str, within_s: float) -> None:
 
 @contextlib.asynccontextmanager
 async def started_router(
-    arm: Arm, *, model: str, engines: Sequence[str], workdir: Path, seed: int, ready_s: float = 60.0
+    arm: Arm,
+    *,
+    model: str,
+    engines: Sequence[str],
+    workdir: Path,
+    seed: int,
+    ready_s: float = 60.0,
+    nats_url: str | None = None,
 ) -> AsyncIterator[list[str]]:
-    """Start the arm's router, yield its base URL, stop it (SIGTERM, then SIGKILL). The `direct`
-    arm starts nothing and yields the engines' URLs."""
+    """Start the arm's router (its replicas), yield their base URLs, stop them (SIGTERM, then
+    SIGKILL). The `direct` arm starts nothing and yields the engines' URLs. `nats_url`: the run's
+    NATS server, for arms with shared state."""
     if arm.router == "direct":
         yield list(engines)
         return
+    if arm.shared_state and nats_url is None:
+        raise ValueError(f"{arm.name}: shared state needs the run's NATS server")
+    async with contextlib.AsyncExitStack() as stack:
+        urls = [
+            await stack.enter_async_context(
+                _one_router(
+                    arm,
+                    k,
+                    model=model,
+                    engines=engines,
+                    workdir=workdir,
+                    seed=seed,
+                    ready_s=ready_s,
+                    nats_url=nats_url,
+                )
+            )
+            for k in range(arm.replicas)
+        ]
+        yield urls
+
+
+@contextlib.asynccontextmanager
+async def _one_router(
+    arm: Arm,
+    k: int,
+    *,
+    model: str,
+    engines: Sequence[str],
+    workdir: Path,
+    seed: int,
+    ready_s: float,
+    nats_url: str | None,
+) -> AsyncIterator[str]:
     port = free_port()
-    slug = "".join(c if c.isalnum() else "_" for c in arm.name)
+    slug = "".join(c if c.isalnum() else "_" for c in arm.name) + (f"_{k}" if arm.replicas > 1 else "")
     config_path = workdir / f"{slug}.yaml"
     if arm.router == "flotilla":
-        config = flotilla_config(arm, port=port, model=model, engines=engines, seed=seed)
+        peers = {"url": nats_url, "replica": slug} if arm.shared_state else None
+        # Replicas differ in their tie-breaking seed, as pods seeded from the OS do.
+        config = flotilla_config(arm, port=port, model=model, engines=engines, seed=seed + k, peers=peers)
         await asyncio.to_thread(config_path.write_text, yaml.safe_dump(config))
     log = await asyncio.to_thread((workdir / f"{slug}.log").open, "ab")
     proc = await asyncio.create_subprocess_exec(
@@ -178,7 +266,7 @@ async def started_router(
             raise RuntimeError(f"{arm.name}: router exited with {proc.returncode}; see {workdir / slug}.log")
         exited.cancel()
         ready.result()
-        yield [url]
+        yield url
     finally:
         await stop_process(proc, 10)
         log.close()

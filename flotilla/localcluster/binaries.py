@@ -43,6 +43,8 @@ class Binaries:
     kubectl: Path
     kwok: Path
     helm: Path
+    nats_server: Path
+    """The router replicas' shared state (not part of the control plane: the tests start it)."""
 
     def missing(self) -> list[Path]:
         return [p for p in vars(self).values() if not os.access(p, os.X_OK)]
@@ -70,6 +72,7 @@ def locate_binaries(repo: Path | None = None) -> Binaries:
         kubectl=k8s / "kubectl",
         kwok=dirs["kwok"] / "kwok",
         helm=dirs["helm"] / "helm",
+        nats_server=dirs["nats"] / "nats-server",
     )
 
 

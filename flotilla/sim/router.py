@@ -15,7 +15,8 @@ leases would make every decoding step cost O(batch)).
 
 Slice continuations (`flotilla.sim.slices`) pass a `steer`, the router's between-slice placement,
 applied after the policy's ranking and the memory-aware filter (`flotilla.router.memory.fitting`,
-on when `kv_usage_limit` is set), in the one `flotilla.router.dispatch.choose`. Instances marked
+on when `kv_usage_limit` is set) and the target batch (`flotilla.router.batch_target`, on when
+`batch_target` is set), in the one `flotilla.router.dispatch.choose`. Instances marked
 `down` (a fault scenario) are not routable, as the router stops routing to an ejected instance.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator, Sequence
 
+from flotilla.router.batch_target import BatchTarget
 from flotilla.router.dispatch import Steer, charge, choose
 from flotilla.router.instances import EngineSample, InstanceRecord, InstanceSpec, InstanceTable
 from flotilla.router.policies import Policy, RequestFeatures
@@ -42,6 +44,7 @@ class SimRouter:
         max_inflight: int,
         predicted_remaining: Callable[[int], float],
         kv_usage_limit: float | None = None,
+        batch_target: BatchTarget | None = None,
     ) -> None:
         table = InstanceTable(default_max_inflight=max_inflight)
         table.update(
@@ -55,6 +58,7 @@ class SimRouter:
         self._remaining = predicted_remaining
         self.decisions = 0
         self._kv_limit = kv_usage_limit
+        self._batch_target = batch_target
         self.down: set[int] = set()
 
     def dispatch(self, features: RequestFeatures, predicted: float, steer: Steer | None = None) -> int | None:
@@ -76,6 +80,7 @@ class SimRouter:
             self._rng,
             predicted=predicted,
             kv_usage_limit=self._kv_limit,
+            batch_target=self._batch_target,
             steer=steer,
         )
         if chosen is None:

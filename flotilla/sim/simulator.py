@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flotilla.profiles import EngineLimits, StepTimeProfile
 from flotilla.router import features as router_features
+from flotilla.router.batch_target import BatchTarget
 from flotilla.router.dispatch import Steer
 from flotilla.router.instances import EngineSample
 from flotilla.router.policies import Policy, PolicyRegistry, RequestFeatures, default_registry
@@ -202,6 +203,9 @@ class FleetRun:
             max_inflight=config.max_inflight,
             predicted_remaining=lambda j: self.engines[j].predicted_remaining,
             kv_usage_limit=scenario.kv_usage_limit,
+            batch_target=None
+            if scenario.batch_target is None
+            else BatchTarget.from_params(scenario.batch_target),
         )
         self.block_size = limits.block_size
         self.slicer = (

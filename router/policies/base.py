@@ -26,7 +26,16 @@ class RequestFeatures:
     prefix_hashes: tuple[int, ...] = ()
     """Chained hashes of the prompt's leading blocks (stable across processes)."""
     predicted_output_tokens: float | None = None
-    """Expected output length from the length predictor, when one is configured."""
+    """Expected output length from the length predictor, when one is configured (or the client's
+    own estimate: `hints.py`)."""
+    attained_tokens: int = 0
+    """Output tokens the request has already received (a continuation slice's generated tokens)."""
+    priority: int = 0
+    """The client's priority tier, higher first (`hints.py`)."""
+    ttft_slo_s: float | None = None
+    """The client's time-to-first-token target, from its arrival at the router."""
+    tpot_slo_s: float | None = None
+    """The client's time-per-output-token target (the step time it can bear)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,16 +55,21 @@ class InstanceView:
     """Requests this router has on the instance now."""
     inflight_tokens: int = 0
     """Prompt + predicted output tokens of those requests."""
+    context_tokens: float = 0.0
+    """Their context now: prompts plus the output predicted to have streamed so far."""
+    peer_inflight: int = 0
+    """Requests the router's peer replicas have on the instance, as they last published them
+    (shared state: `peers`; 0 without it)."""
     predicted_remaining_tokens: float = 0.0
-    """Predicted output tokens still to come for those requests."""
+    """Predicted output tokens still to come for this router's requests and its peers'."""
     pending_prefill_tokens: int = 0
-    """Prompt tokens of those requests that have not streamed a first token yet (queued in the engine
-    or prefilling): the prefill work this router knows is still ahead of the instance."""
+    """Prompt tokens of this router's and its peers' requests that have not streamed a first token
+    yet (queued in the engine or prefilling): the prefill work known to be ahead of the instance."""
     est_requests: float = 0.0
     """Best estimate of all requests on the instance (every router's): the scraped count corrected by
-    this router's starts and finishes since the scrape, never below this router's own count."""
+    this router's and its peers' starts and finishes since the scrape, never below their count."""
     est_kv_usage: float = 0.0
-    """Scraped KV usage corrected by the tokens this router added or removed since the scrape."""
+    """Scraped KV usage corrected by the tokens this router and its peers added or removed since."""
     max_inflight: int = 256
     """How many requests the router lets this instance run at once (about what it can batch)."""
 

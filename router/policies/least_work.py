@@ -47,7 +47,7 @@ class LeastWork:
     def work(self, inst: InstanceView) -> float:
         """Engine seconds of work the instance has ahead of a new request (module docstring)."""
         p = self.params
-        foreign = max(0.0, inst.est_requests - inst.inflight)
+        foreign = max(0.0, inst.est_requests - inst.inflight - inst.peer_inflight)
         decode = inst.predicted_remaining_tokens + foreign * p.foreign_request_tokens
         return p.prefill_token_s * inst.pending_prefill_tokens + p.decode_token_s * decode
 

@@ -25,7 +25,7 @@ class PredictedLoad:
 
     def cost(self, inst: InstanceView) -> float:
         """Own predicted remaining tokens, plus requests only the scrape knows of (other routers')."""
-        foreign = max(0.0, inst.est_requests - inst.inflight)
+        foreign = max(0.0, inst.est_requests - inst.inflight - inst.peer_inflight)
         return inst.predicted_remaining_tokens + foreign * self.params.foreign_request_tokens
 
     def rank(self, request: RequestFeatures, snapshot: Snapshot, rng: random.Random) -> list[InstanceView]:

@@ -9,8 +9,6 @@ What the router uses (everything numpy + tokenizers; torch only trains):
 - `FeatureLog` + `refit`: record (features, real output tokens) per model; a refit head replaces
   the current one only if its tau on the most recent traffic is not worse; `OnlineRefitter` runs
   that periodically in the router and swaps accepted heads into the BatchingPredictor.
-- `ShortestPredictedFirst`: the wait-queue order (predicted shortest first, aging, a hard
-  starvation bound), shaped like the router's `WaitQueue` plug-in.
 
 Heavy modules (`finetune`, `sweep`) are not imported here.
 """
@@ -24,7 +22,6 @@ from flotilla.router.predictor.predictor import (
     Predictor,
     PromptLengthPredictor,
 )
-from flotilla.router.predictor.queue_order import QueueOrderParams, ShortestPredictedFirst
 from flotilla.router.predictor.refit import RefitOutcome, RefitParams, refit
 from flotilla.router.predictor.text import PredictorInput, chat_to_text
 
@@ -40,10 +37,8 @@ __all__ = [
     "Predictor",
     "PredictorInput",
     "PromptLengthPredictor",
-    "QueueOrderParams",
     "RefitOutcome",
     "RefitParams",
-    "ShortestPredictedFirst",
     "chat_to_text",
     "refit",
 ]

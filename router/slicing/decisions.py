@@ -131,6 +131,7 @@ def slice_features(
         prompt_tokens=context_tokens,
         max_tokens=budget,
         predicted_output_tokens=float(min(budget, max(1.0, guess - generated))),
+        attained_tokens=generated,
     )
 
 

@@ -118,5 +118,19 @@ automountServiceAccountToken: false
 {{- $fixed := dict "host" "0.0.0.0" "port" (int .Values.router.port) "kubernetes" $discovery -}}
 {{- $auth := dict "mode" .Values.router.auth.mode -}}
 {{- if eq .Values.router.auth.mode "api_keys" }}{{ $_ := set $auth "keys_dir" "/etc/flotilla-api-keys" }}{{ end -}}
+{{- $shared := .Values.router.sharedState -}}
+{{- if $shared.enabled -}}
+{{- $peers := dict "url" (default (printf "nats://%s-nats:4222" (include "flotilla.fullname" .)) $shared.url) -}}
+{{- if include "flotilla.natsTokenSecret" . }}{{ $_ := set $peers "token_file" "/etc/flotilla-nats/token" }}{{ end -}}
+{{- $_ := set $fixed "peers" $peers -}}
+{{- end -}}
 {{- toYaml (merge $fixed (deepCopy .Values.router.config) (dict "auth" $auth)) -}}
+{{- end -}}
+
+{{/* The Secret holding the NATS token the routers present, or empty for none. */}}
+{{- define "flotilla.natsTokenSecret" -}}
+{{- $shared := .Values.router.sharedState -}}
+{{- if $shared.existingSecret -}}{{ $shared.existingSecret }}
+{{- else if not $shared.url -}}{{ include "flotilla.fullname" . }}-nats
+{{- end -}}
 {{- end -}}

@@ -47,8 +47,13 @@ def test_chart_crds_are_the_generated_ones(chart: Path, repo: Path) -> None:
 def test_default_render_has_every_component(render: Any) -> None:
     docs = render()
     deployments = by_kind(docs, "Deployment")
-    assert set(deployments) == {"demo-flotilla-operator", "demo-flotilla-placement", "demo-flotilla-router"}
-    assert set(by_kind(docs, "Service")) == {"demo-flotilla-router"}
+    assert set(deployments) == {
+        "demo-flotilla-operator",
+        "demo-flotilla-placement",
+        "demo-flotilla-router",
+        "demo-flotilla-nats",  # the router replicas' shared state
+    }
+    assert set(by_kind(docs, "Service")) == {"demo-flotilla-router", "demo-flotilla-nats"}
     assert "demo-flotilla-dashboard" in by_kind(docs, "ConfigMap")
     assert not by_kind(docs, "HorizontalPodAutoscaler")
     # No Prometheus Operator in the cluster: no ServiceMonitor or PodMonitor.
@@ -89,7 +94,9 @@ def _leaf(app: typer.Typer, args: list[str]) -> tuple[click.Command, list[str]]:
 def test_every_container_runs_a_real_flotilla_command(render: Any, values: tuple[str, ...]) -> None:
     """The rendered arguments parse with the real CLI (unknown flags or bad values would fail)."""
     app = build_app()
-    for deployment in by_kind(render(*values), "Deployment").values():
+    for name, deployment in by_kind(render(*values), "Deployment").items():
+        if name.endswith("-nats"):  # NATS's own image (router.sharedState): not a flotilla command
+            continue
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         command, rest = _leaf(app, list(container["args"]))
         # $(POD_NAME) is expanded by the kubelet; any string parses the same way.
@@ -229,6 +236,8 @@ def test_operator_serves_metrics_on_its_own_port(render: Any) -> None:
         "router.service.type=Ingress",
         "placement.workers=-1",
         "operator.metricsPort=0",
+        "router.config.peers.url=nats://x:4222",  # set by the chart (router.sharedState)
+        "router.sharedState.url=redis://x:6379",
     ],
 )
 def test_schema_refuses_bad_values(helm: Path, chart: Path, bad: str) -> None:
@@ -245,3 +254,49 @@ def test_operator_metrics_port_must_differ_from_health_port(helm: Path, chart: P
     )
     assert done.returncode != 0
     assert "operator.metricsPort must differ from operator.healthPort" in done.stderr
+
+
+def test_router_replicas_share_state_through_the_charts_nats_with_a_token(render: Any) -> None:
+    import yaml
+
+    docs = render()
+    text = by_kind(docs, "ConfigMap")["demo-flotilla-router"]["data"]["router.yaml"]
+    config = RouterConfig.model_validate(yaml.safe_load(text))
+    assert config.peers is not None
+    assert config.peers.url == "nats://demo-flotilla-nats:4222"
+    assert config.peers.token_file == "/etc/flotilla-nats/token"
+    nats = by_kind(docs, "Deployment")["demo-flotilla-nats"]["spec"]["template"]["spec"]
+    (server,) = nats["containers"]
+    assert "--auth=$(NATS_TOKEN)" in server["args"]
+    assert server["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "demo-flotilla-nats", "key": "token"}
+    assert nats["automountServiceAccountToken"] is False  # it needs no Kubernetes API
+    assert by_kind(docs, "Secret")["demo-flotilla-nats"]["data"]["token"]
+    router = by_kind(docs, "Deployment")["demo-flotilla-router"]["spec"]["template"]["spec"]
+    (container,) = router["containers"]
+    assert {"name": "nats-token", "mountPath": "/etc/flotilla-nats", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    assert any(e["name"] == "POD_NAME" for e in container["env"])  # the replica's id among its peers
+
+
+def test_shared_state_can_use_an_existing_nats_or_be_off(render: Any) -> None:
+    import yaml
+
+    def peers(docs: list[dict[str, Any]]) -> Any:
+        text = by_kind(docs, "ConfigMap")["demo-flotilla-router"]["data"]["router.yaml"]
+        return RouterConfig.model_validate(yaml.safe_load(text)).peers
+
+    existing = render("--set", "router.sharedState.url=nats://nats.messaging:4222")
+    assert "demo-flotilla-nats" not in by_kind(existing, "Deployment")
+    assert not [d for d in existing if d["kind"] == "Secret"]
+    assert peers(existing).url == "nats://nats.messaging:4222" and peers(existing).token_file is None
+    with_secret = render(
+        "--set",
+        "router.sharedState.url=tls://nats:4222",
+        "--set",
+        "router.sharedState.existingSecret=nats-auth",
+    )
+    assert peers(with_secret).token_file == "/etc/flotilla-nats/token"
+    off = render("--set", "router.sharedState.enabled=false")
+    assert peers(off) is None
+    assert not [d for d in off if "nats" in d["metadata"]["name"]]

@@ -11,7 +11,9 @@ from flotilla.localcluster.components import (
     kwok_config,
 )
 
-BIN = Binaries(*(Path(f"/bin/{n}") for n in ("etcd", "api", "kcm", "sched", "kubectl", "kwok", "helm")))
+BIN = Binaries(
+    *(Path(f"/bin/{n}") for n in ("etcd", "api", "kcm", "sched", "kubectl", "kwok", "helm", "nats"))
+)
 LAYOUT = Layout(run_dir=Path("/run/c"), ports=Ports(1, 2, 3, 4, 5, 6), binaries=BIN)
 
 

@@ -129,7 +129,12 @@ def test_the_simulator_takes_its_queue_order_from_the_same_registry() -> None:
     from flotilla.router.queue_orders import default_queue_orders
     from flotilla.sim.scenario import Scenario
 
-    assert default_queue_orders().names() == ["fcfs", "shortest_predicted_first", "shortest_work_first"]
+    assert default_queue_orders().names() == [
+        "fcfs",
+        "least_attained_service",
+        "shortest_predicted_first",
+        "shortest_work_first",
+    ]
     Scenario(
         name="s", policy="least_request", queue="shortest_predicted_first", queue_params={"starvation_s": 5}
     )

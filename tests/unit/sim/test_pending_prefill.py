@@ -7,7 +7,7 @@ import random
 from flotilla.api.routing import LeastWorkParams
 from flotilla.router.policies import RequestFeatures
 from flotilla.router.policies.least_work import LeastWork
-from flotilla.router.queue_orders import FcfsQueue
+from flotilla.router.queue_orders import default_queue_orders
 from flotilla.sim.router import SimRouter
 
 
@@ -20,7 +20,7 @@ def test_sim_router_keeps_the_same_accounting() -> None:
         instances=2,
         model="m",
         policy=LeastWork(LeastWorkParams()),
-        queue=FcfsQueue(),
+        queue=default_queue_orders().factory("fcfs")(lambda i: req(0)),
         rng=random.Random(0),
         max_inflight=4,
         predicted_remaining=lambda j: 0.0,

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flotilla.router.predictor.queue_order import QueueOrderParams, ShortestPredictedFirst
+from flotilla.router.wait_queue import OrderedQueue, QueueOrderParams
 
 
 class Waiter:
@@ -17,10 +17,8 @@ class Waiter:
         return f"Waiter({self.name!r})"
 
 
-def make(aging: float, starvation: float) -> ShortestPredictedFirst[Waiter]:
-    return ShortestPredictedFirst(
-        lambda w: w.score, QueueOrderParams(aging_per_s=aging, starvation_s=starvation)
-    )
+def make(aging: float, starvation: float) -> OrderedQueue[Waiter]:
+    return OrderedQueue(lambda w: w.score, QueueOrderParams(aging_per_s=aging, starvation_s=starvation))
 
 
 def names(ws: list[Waiter]) -> list[object]:
@@ -96,7 +94,7 @@ def test_remove_and_repush_use_the_new_score() -> None:
         w = Waiter(i, float(i))
         q.push(w, now=0)
         q.remove(w)
-    assert len(q._heap) < 200
+    assert len(q._by_key) < 200 and len(q._by_due) < 200
     assert len(q) == 0
 
 
@@ -131,7 +129,7 @@ def test_every_request_is_served_and_starved_ones_leave_oldest_first(
 
 def test_rekey_reorders_by_the_new_score_and_keeps_the_arrival() -> None:
     scores = {"a": 50.0, "b": 50.0, "c": 50.0}
-    q = ShortestPredictedFirst(scores.__getitem__, QueueOrderParams(aging_per_s=0.0, starvation_s=10.0))
+    q = OrderedQueue(scores.__getitem__, QueueOrderParams(aging_per_s=0.0, starvation_s=10.0))
     for t, item in enumerate("abc"):
         q.push(item, float(t))
     scores["a"] = 500.0
@@ -141,3 +139,29 @@ def test_rekey_reorders_by_the_new_score_and_keeps_the_arrival() -> None:
     # "a" arrived first: once starved it still goes first, as its arrival was kept.
     assert q.peek(10.0) == "a"
     assert [q.pop(3.0) for _ in range(3)] == ["b", "c", "a"]
+
+
+def test_a_higher_tier_goes_first_until_a_lower_one_falls_due() -> None:
+    tiers = {"low-short": 0, "high-long": 1, "high-short": 1}
+    scores = {"low-short": 1.0, "high-long": 900.0, "high-short": 5.0}
+    q = OrderedQueue(
+        scores.__getitem__, QueueOrderParams(aging_per_s=0.0, starvation_s=10.0), tier_of=tiers.__getitem__
+    )
+    for name in tiers:
+        q.push(name, 0.0)
+    assert [q.pop(1.0), q.pop(1.0)] == ["high-short", "high-long"]  # tier first, score inside it
+    q.push("high-short", 2.0)
+    assert q.peek(9.9) == "high-short"
+    assert q.peek(10.0) == "low-short"  # waited its starvation bound: due, ahead of any tier
+
+
+def test_due_items_leave_earliest_due_first_and_a_due_time_never_exceeds_the_bound() -> None:
+    due = {"slow-ok": None, "tight": 0.5, "loose": 4.0, "absurd": 1e9, "negative": -3.0}
+    q = OrderedQueue(
+        lambda _: 0.0, QueueOrderParams(aging_per_s=0.0, starvation_s=5.0), due_of=due.__getitem__
+    )
+    for t, name in enumerate(due):
+        q.push(name, float(t))  # arrivals 0..4; due at 5, 1.5, 6, 8 (capped), 4 (now)
+    assert q.peek(1.0) == "slow-ok" and q.peek(1.5) == "tight"  # arrival order until one falls due
+    order = [q.pop(100.0) for _ in range(len(due))]
+    assert order == ["tight", "negative", "slow-ok", "loose", "absurd"]
