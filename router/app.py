@@ -155,12 +155,16 @@ class Router:
         self.admission.pump()
 
     def _placed(self, features: RequestFeatures, instance_id: str) -> None:
-        if self.peers is not None:
+        # Only a policy that learns from placements (a prefix index) needs the peers' ones.
+        if self.peers is not None and isinstance(self._policy_of(features.model), Observer):
             self.peers.placed(features, instance_id)
+
+    def _policy_of(self, model: str) -> object:
+        return self.policies.policy_for(model, self.table.routing(model))
 
     def _peer_placed(self, features: RequestFeatures, instance_id: str) -> None:
         """A peer placed a request: a policy that learns from placements (a prefix index) learns it."""
-        policy = self.policies.policy_for(features.model, self.table.routing(features.model))
+        policy = self._policy_of(features.model)
         if isinstance(policy, Observer):
             policy.observe(features, instance_id)
 

@@ -65,7 +65,9 @@ NO_PEERS = PeerLoad()
 _ACCOUNTING = frozenset({"inflight", "inflight_tokens", "predicted_remaining", "pending_prefill"})
 
 AccountingWatch = Callable[["InstanceRecord", bool], None]
-"""Called with the record whose accounting changed, and whether its in-flight count did."""
+"""Called with the record whose accounting changed, and whether the change is a request's start,
+end or first token (at most a few per request), rather than the per-token progress of its
+prediction."""
 
 
 @dataclass(eq=False)
@@ -97,7 +99,8 @@ class InstanceRecord:
         if name != "_view":
             object.__setattr__(self, "_view", None)
             if name in _ACCOUNTING and self.watch is not None:
-                self.watch(self, name == "inflight")
+                # Everything but the per-token progress of predictions changes once per request.
+                self.watch(self, name != "predicted_remaining")
 
     @property
     def id(self) -> str:

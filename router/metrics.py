@@ -125,7 +125,9 @@ class RouterMetrics:
         self.peer_staleness = Histogram(
             "flotilla_router_peer_staleness_seconds",
             "Age of this replica's accounting when its peers receive it (change to delivery, read"
-            " from the echo of its own messages).",
+            " from the echo of its own messages), by what was sent: dispatch (a request's start, end"
+            " or first token), progress (predicted tokens, coalesced), heartbeat.",
+            ["kind"],
             buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=registry,
         )

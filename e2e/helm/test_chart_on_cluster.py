@@ -86,7 +86,11 @@ def test_install_upgrade_uninstall(helm: Helm, kubectl: Kubectl, namespace: str,
     assert "STATUS: deployed" in out
     assert f"svc/{release}-flotilla-router" in out  # NOTES.txt says how to reach the router
     deployments = {d["metadata"]["name"]: d for d in k.json("get", "deployments")["items"]}
-    assert set(deployments) == {f"{release}-flotilla-{c}" for c in ("operator", "placement", "router")}
+    # nats: the router replicas' shared state (router.sharedState), on by default.
+    assert set(deployments) == {
+        f"{release}-flotilla-{c}" for c in ("operator", "placement", "router", "nats")
+    }
+    token = k.json("get", "secret", f"{release}-flotilla-nats")["data"]["token"]
     assert deployments[f"{release}-flotilla-router"]["spec"]["replicas"] == 2
     assert k.json("get", "service", f"{release}-flotilla-router")["spec"]["ports"][0]["port"] == 80
     assert kubectl.json("get", "crd", "inferencefleets.flotilla.dev")["spec"]["group"] == "flotilla.dev"
@@ -110,9 +114,11 @@ def test_install_upgrade_uninstall(helm: Helm, kubectl: Kubectl, namespace: str,
     router = k.json("get", "deployment", f"{release}-flotilla-router")
     assert router["spec"]["template"]["metadata"]["annotations"] != old_checksum  # pods roll
     assert "2" in helm("history", release, "-n", namespace)
+    # The generated NATS token survives the upgrade (the replicas would lose each other otherwise).
+    assert k.json("get", "secret", f"{release}-flotilla-nats")["data"]["token"] == token
 
     helm("uninstall", release, "-n", namespace, "--wait")
-    assert not k.json("get", "deployments,services,configmaps,serviceaccounts,hpa", "-l",
+    assert not k.json("get", "deployments,services,configmaps,serviceaccounts,hpa,secrets", "-l",
                       f"app.kubernetes.io/instance={release}")["items"]  # fmt: skip
     with pytest.raises(KubectlError, match="NotFound"):
         kubectl("get", "clusterrole", f"{release}-flotilla-operator")

@@ -39,6 +39,7 @@ def live(  # noqa: PLR0917 (typer options are parameters)
             help="default (routers and policies) or replicas (1, 2, 4 router replicas, shared state off/on)"
         ),
     ] = "default",
+    replica_policy: Annotated[str, typer.Option(help="the replicas lineup's policy")] = "least_request",
     list_arms: Annotated[bool, typer.Option(help="print the arm names and exit")] = False,
     baseline: Annotated[str, typer.Option(help="the arm the ratios divide by")] = "round_robin",
     rounds: Annotated[int, typer.Option(help="times every arm runs (order rotated each round)")] = 2,

@@ -43,14 +43,15 @@ def parse_metrics(text: str) -> dict[str, float]:
 STALENESS = "flotilla_router_peer_staleness_seconds"
 
 
-def histogram_buckets(text: str, family: str) -> dict[float, float]:
-    """A histogram's cumulative bucket counts (upper bound -> count), summed over labels."""
+def histogram_buckets(text: str, family: str, where: dict[str, str] | None = None) -> dict[float, float]:
+    """A histogram's cumulative bucket counts (upper bound -> count), summed over the series whose
+    labels include `where`."""
     out: dict[float, float] = {}
     for fam in text_string_to_metric_families(text):
         if fam.name != family:
             continue
         for sample in fam.samples:
-            if sample.name == family + "_bucket":
+            if sample.name == family + "_bucket" and (where or {}).items() <= sample.labels.items():
                 le = float(sample.labels["le"])
                 out[le] = out.get(le, 0.0) + float(sample.value)
     return out
@@ -68,14 +69,14 @@ def bucket_quantile(buckets: dict[float, float], q: float) -> float | None:
 
 
 async def router_buckets(
-    client: httpx.AsyncClient, routers: Sequence[str], family: str
+    client: httpx.AsyncClient, routers: Sequence[str], family: str, where: dict[str, str] | None = None
 ) -> dict[float, float]:
     """`family`'s buckets summed over the routers' /metrics (replicas of one arm)."""
     total: dict[float, float] = {}
     for url in routers:
         with contextlib.suppress(httpx.HTTPError):
             response = await client.get(url + "/metrics")
-            for le, n in histogram_buckets(response.text, family).items():
+            for le, n in histogram_buckets(response.text, family, where).items():
                 total[le] = total.get(le, 0.0) + n
     return total
 

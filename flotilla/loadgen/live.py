@@ -85,7 +85,8 @@ class ArmRun(BaseModel):
     summary: Summary
     fleet: FleetStats
     staleness: dict[float, float] = Field(default_factory=dict)
-    """Shared-state arms: the replicas' `flotilla_router_peer_staleness_seconds` buckets."""
+    """Shared-state arms: the replicas' `flotilla_router_peer_staleness_seconds` buckets of
+    dispatches (a request's start, end, first token)."""
 
 
 class ArmPooled(BaseModel):
@@ -197,7 +198,9 @@ async def _run_arm(
         # Requests cancelled at the drain timeout may still run on the engines: let them finish
         # before the next arm (and count them only here).
         await probe.wait_idle(config.drain_timeout_s)
-        staleness = await router_buckets(client, urls, STALENESS) if arm.shared_state else {}
+        # How old a peer's view of a replica's dispatches is (not its coalesced progress).
+        where = {"kind": "dispatch"}
+        staleness = await router_buckets(client, urls, STALENESS, where) if arm.shared_state else {}
         return records, probe.stats(), staleness
 
 

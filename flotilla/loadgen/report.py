@@ -137,9 +137,10 @@ def render(results: LiveResults) -> str:
         if shared:
             out += [
                 "",
-                "Shared state (router replicas over NATS): how old a replica's accounting is when its"
-                " peers receive it, change to delivery, from the replicas' own"
-                " `flotilla_router_peer_staleness_seconds` (upper bounds of histogram buckets):",
+                "Shared state (router replicas over NATS): how old a peer's view of a replica's"
+                " dispatches (a request's start, end, first token) is when it receives them, change"
+                " to delivery, from the replicas' own `flotilla_router_peer_staleness_seconds`"
+                ' (`kind="dispatch"`; upper bounds of histogram buckets):',
                 "",
                 "| arm | messages | p50 (ms) | p99 (ms) |",
                 "|---|---:|---:|---:|",

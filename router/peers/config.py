@@ -24,8 +24,10 @@ class PeersConfig(BaseModel):
     """Subjects used: `<prefix>.load`, `.placed`, `.charge`; routers of different installs must
     not share a prefix."""
     replica: str = Field(default_factory=default_replica_id, min_length=1)
-    flush_ms: float = Field(default=2.0, gt=0)
-    """Longest a change of predicted tokens waits before it is sent (in-flight counts go at once)."""
+    flush_ms: float = Field(default=50.0, gt=0)
+    """Longest the per-token progress of predicted tokens waits before it is sent; a request's
+    start, end and first token go at once. Progress changes on every streamed token: sending it
+    coalesced keeps the message rate per replica at most 1000/flush_ms a second."""
     heartbeat_s: float = Field(default=1.0, gt=0)
     """Full state this often (repairs anything lost, and says the replica is alive)."""
     expire_s: float = Field(default=3.0, gt=0)

@@ -8,7 +8,8 @@ do it with pub/sub too, but brings a datastore we would not use; Kubernetes obje
 write per request.
 
 What travels (`state.py`): each replica's own accounting per instance (absolute, coalesced: a
-change of in-flight counts is sent at once, one of predicted tokens within `flush_ms`), a full
+request's start, end or first token is sent at once, the per-token progress of predicted tokens
+within `flush_ms`), a full
 heartbeat every `heartbeat_s`, its placements (for prefix indexes) and its rate-limit charges.
 A peer silent for `expire_s` is forgotten. When the link is down (NATS gone, not yet reachable)
 the peers' state is dropped at once and the router works on its own accounting and the scrapes,
@@ -35,6 +36,7 @@ from flotilla.router.peers.config import PeersConfig
 from flotilla.router.peers.state import (
     BadMessage,
     ChargeMessage,
+    LoadKind,
     LoadMessage,
     PeerLoads,
     PlacedMessage,
@@ -100,8 +102,8 @@ class PeerLink:
     # -- what this replica tells the others -------------------------------------------------------
 
     def changed(self, record: InstanceRecord, urgent: bool) -> None:
-        """This replica's accounting on `record` changed; `urgent` (in-flight count) goes out now,
-        the rest within `flush_ms`."""
+        """This replica's accounting on `record` changed; `urgent` (a request's start, end, first
+        token) goes out in this turn of the event loop, progress within `flush_ms`."""
         if not self._up:
             return
         self._dirty.add(record.id)
@@ -129,6 +131,7 @@ class PeerLink:
             self._publish("charge", ChargeMessage(self.replica, key, tokens).encode())
 
     def _send_loads(self, full: bool = False) -> None:
+        kind: LoadKind = "heartbeat" if full else "dispatch" if self._urgent else "progress"
         self._flush, self._urgent = None, False
         records = {r.id: r for r in self._table.all()}
         if full:
@@ -139,7 +142,7 @@ class PeerLink:
         self._dirty.clear()
         self._dirty_since = None
         if self._up and (loads or full):
-            self._publish("load", LoadMessage(self.replica, loads, full, changed_at).encode())
+            self._publish("load", LoadMessage(self.replica, loads, kind, changed_at).encode())
 
     def _publish(self, kind: str, data: bytes) -> None:
         nc = self._nc
@@ -166,7 +169,7 @@ class PeerLink:
             return
         now = self._clock()
         if message.replica == self.replica:  # our own, echoed: how stale a peer's view of us is
-            self._metrics.peer_staleness.observe(max(0.0, now - message.changed_at))
+            self._metrics.peer_staleness.labels(message.kind).observe(max(0.0, now - message.changed_at))
             return
         self._apply(self.peers.update(message, now))
 

@@ -4,10 +4,10 @@ Three kinds of message, each a small JSON object (orjson) with the sender's repl
 
 - `load`: the sender's own accounting on the instances that changed (`i`: id -> [in flight,
   tokens, predicted tokens to come, prompt tokens not yet prefilled]), or on every instance it has
-  requests on (`full`, its heartbeat). Absolute values, not deltas: a lost or repeated message
-  leaves no error behind, the next one overwrites it. `c` is when the oldest change it carries
-  was made, on the sender's monotonic clock: the sender reads its own messages back (NATS echoes
-  them) and measures the staleness `now - c` a peer sees.
+  requests on (its heartbeat); `k` says which (`LoadKind`). Absolute values, not deltas: a lost
+  or repeated message leaves no error behind, the next one overwrites it. `c` is when the oldest
+  change it carries was made, on the sender's monotonic clock: the sender reads its own messages
+  back (NATS echoes them) and measures the staleness `now - c` a peer sees.
 - `placed`: a request went to an instance, with its prompt's block hashes (`h`), so that every
   replica's prefix index (`prefix_affinity`, any `Observer` policy) learns the placement.
 - `charge`: tokens taken from (or, negative, given back to) an API key's token bucket, so that a
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -33,16 +33,26 @@ class BadMessage(ValueError):
     """A message that is not one of ours (another version, another sender on the subject)."""
 
 
+LoadKind = Literal["dispatch", "progress", "heartbeat"]
+"""What made a replica send its loads: a request started, ended or streamed its first token
+(`dispatch`: sent in the same turn of the event loop), predicted tokens streamed (`progress`:
+coalesced over `flush_ms`), or the periodic full state (`heartbeat`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class LoadMessage:
     replica: str
     loads: Mapping[str, PeerLoad]
-    full: bool
+    kind: LoadKind
     changed_at: float
+
+    @property
+    def full(self) -> bool:
+        return self.kind == "heartbeat"
 
     def encode(self) -> bytes:
         loads = {k: [v.inflight, v.tokens, v.predicted, v.prefill] for k, v in self.loads.items()}
-        return orjson.dumps({"r": self.replica, "full": self.full, "c": self.changed_at, "i": loads})
+        return orjson.dumps({"r": self.replica, "k": self.kind, "c": self.changed_at, "i": loads})
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +101,10 @@ def decode_load(raw: bytes) -> LoadMessage:
         loads = {
             str(k): PeerLoad(int(v[0]), int(v[1]), float(v[2]), int(v[3])) for k, v in dict(d["i"]).items()
         }
-        return LoadMessage(d["r"], loads, bool(d["full"]), float(d["c"]))
+        kind = d["k"]
+        if kind not in ("dispatch", "progress", "heartbeat"):
+            raise ValueError(f"unknown kind {kind!r}")
+        return LoadMessage(d["r"], loads, kind, float(d["c"]))
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise BadMessage(f"bad load message: {e!r}") from None
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from flotilla.localcluster.nats import NatsServer, nats_server
+from flotilla.localcluster.nats import NatsServer, nats_binary, nats_server
 from flotilla.router.app import Router
 
 MODEL = "sim"
@@ -147,3 +147,23 @@ async def test_killing_nats_mid_load_loses_nothing_and_the_replicas_recover(
             metrics = (await c.get(routers[0][1] + "/metrics")).text
             assert "flotilla_router_peer_link_up 1.0" in metrics
             assert "flotilla_router_peer_staleness_seconds_count" in metrics
+
+
+async def test_a_replica_started_before_nats_serves_alone_then_joins(
+    engines: Any, router_config: Any, serve_router: Any
+) -> None:
+    procs = await engines(1, "--time-scale", "0")
+    nats = NatsServer(nats_binary())  # its port is chosen, nothing listens yet
+    peers = {"url": nats.url, "heartbeat_s": 0.2, "reconnect_wait_s": 0.2}
+    try:
+        async with (
+            serve_router(router_config(procs, peers={**peers, "replica": "a"})) as (a, url),
+            serve_router(router_config(procs, seed=1, peers={**peers, "replica": "b"})) as (b, _),
+            httpx.AsyncClient(timeout=30) as c,
+        ):
+            r = await c.post(url + "/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 2})
+            assert r.status_code == 200 and a.peers is not None and not a.peers.up
+            await nats.start()
+            await until(lambda: all(x.peers is not None and x.peers.peers.peers() for x in (a, b)))
+    finally:
+        await nats.stop()

@@ -16,28 +16,36 @@ from flotilla.router.peers.state import (
 
 
 def test_messages_round_trip_and_foreign_ones_are_refused() -> None:
-    load = LoadMessage("r1", {"a": PeerLoad(2, 300, 40.5, 100)}, full=False, changed_at=12.5)
+    load = LoadMessage("r1", {"a": PeerLoad(2, 300, 40.5, 100)}, kind="dispatch", changed_at=12.5)
     assert decode_load(load.encode()) == load
     placed = PlacedMessage("r1", "m", "a", 900, (1, 2, 3))
     assert decode_placed(placed.encode()) == placed
     charge = ChargeMessage("r1", "team", -12.0)
     assert decode_charge(charge.encode()) == charge
-    for raw in (b"not json", b"[]", b'{"r": 3}', b'{"r": "x", "i": {"a": [1]}, "full": false, "c": 0}'):
+    for raw in (
+        b"not json",
+        b"[]",
+        b'{"r": 3}',
+        b'{"r": "x", "i": {"a": [1]}, "k": "dispatch", "c": 0}',
+        b'{"r": "x", "i": {}, "k": "gossip", "c": 0}',
+    ):
         with pytest.raises(BadMessage):
             decode_load(raw)
 
 
 def test_peer_loads_are_absolute_a_heartbeat_replaces_and_silence_expires() -> None:
     peers = PeerLoads(expire_s=3.0)
-    assert peers.update(LoadMessage("r1", {"a": PeerLoad(2, 20), "b": PeerLoad(1, 10)}, False, 0), now=0) == {
+    assert peers.update(
+        LoadMessage("r1", {"a": PeerLoad(2, 20), "b": PeerLoad(1, 10)}, "dispatch", 0), now=0
+    ) == {
         "a",
         "b",
     }
-    peers.update(LoadMessage("r2", {"a": PeerLoad(5, 50)}, False, 0), now=1)
-    peers.update(LoadMessage("r1", {"a": PeerLoad(3, 30)}, False, 0), now=1)  # overwrites, not adds
+    peers.update(LoadMessage("r2", {"a": PeerLoad(5, 50)}, "dispatch", 0), now=1)
+    peers.update(LoadMessage("r1", {"a": PeerLoad(3, 30)}, "dispatch", 0), now=1)  # overwrites, not adds
     assert peers.total("a") == PeerLoad(8, 80) and peers.total("b") == PeerLoad(1, 10)
     # r1's heartbeat lists only "a": its requests on "b" are done.
-    assert peers.update(LoadMessage("r1", {"a": PeerLoad(3, 30)}, True, 0), now=2) == {"a", "b"}
+    assert peers.update(LoadMessage("r1", {"a": PeerLoad(3, 30)}, "heartbeat", 0), now=2) == {"a", "b"}
     assert peers.total("b") == PeerLoad()
     assert peers.expire(now=4.5) == {"a"} and peers.peers() == ["r1"]  # r2 silent since t=1, r1 since 2
     assert peers.forget_all() == {"a"} and peers.total("a") == PeerLoad()
@@ -71,4 +79,4 @@ def test_every_accounting_change_is_told_to_the_watch() -> None:
     rec.inflight += 1
     rec.predicted_remaining += 5.0
     rec.failures += 1  # not accounting
-    assert told == [("a", True), ("a", False)]
+    assert told == [("a", True), ("a", False)]  # progress of the prediction is not urgent
