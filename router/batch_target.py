@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flotilla.profiles import StepTimeProfile, load_profile
+from flotilla.router.memory import with_room
 from flotilla.router.policies.base import InstanceView, RequestFeatures
 
 
@@ -110,12 +111,5 @@ class BatchTarget:
 def within_target(
     ranked: Sequence[InstanceView], features: RequestFeatures, target: BatchTarget
 ) -> list[InstanceView] | None:
-    """The ranked instances with room in their target batch, in order; None means wait (none has,
-    and some of this router's requests will free room); with nothing of ours to wait for, the
-    ranking unchanged (the engines' own queues are then the only place to wait)."""
-    room = [v for v in ranked if target.fits(v, features)]
-    if room:
-        return room
-    if any(v.inflight > 0 for v in ranked):
-        return None
-    return list(ranked)
+    """The ranked instances with room in their target batch (`memory.with_room`'s rule)."""
+    return with_room(ranked, lambda v: target.fits(v, features))

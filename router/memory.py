@@ -11,7 +11,7 @@ engine's own queue is then the only place to wait).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from flotilla.router.policies.base import InstanceView
 
@@ -23,13 +23,21 @@ def kv_after(view: InstanceView, need_tokens: float) -> float | None:
     return view.est_kv_usage + need_tokens / view.kv_capacity_tokens
 
 
-def fitting(ranked: Sequence[InstanceView], need_tokens: float, limit: float) -> list[InstanceView] | None:
-    """The ranked instances that stay under `limit` (unknown capacity fits), in order; None means
-    wait (nothing fits, and some of this router's requests will free memory); with nothing to wait
-    for, the ranking is returned unchanged."""
-    fits = [v for v in ranked if (after := kv_after(v, need_tokens)) is None or after <= limit]
-    if fits:
-        return fits
+def with_room(
+    ranked: Sequence[InstanceView], has_room: Callable[[InstanceView], bool]
+) -> list[InstanceView] | None:
+    """The ranked instances with room, in order; None means wait (none has, and some of this
+    router's requests will free room); with nothing of ours to wait for, the ranking unchanged
+    (the engines' own queues are then the only place to wait). The rule of every budget the router
+    holds a request back by: the KV budget here, the target batch (`batch_target`)."""
+    room = [v for v in ranked if has_room(v)]
+    if room:
+        return room
     if any(v.inflight > 0 for v in ranked):
         return None
     return list(ranked)
+
+
+def fitting(ranked: Sequence[InstanceView], need_tokens: float, limit: float) -> list[InstanceView] | None:
+    """The ranked instances that stay under `limit` (unknown capacity fits): `with_room`."""
+    return with_room(ranked, lambda v: (after := kv_after(v, need_tokens)) is None or after <= limit)

@@ -132,6 +132,8 @@ class PeerLink:
 
     def _send_loads(self, full: bool = False) -> None:
         kind: LoadKind = "heartbeat" if full else "dispatch" if self._urgent else "progress"
+        if self._flush is not None:  # a heartbeat carries what a pending flush would have
+            self._flush.cancel()
         self._flush, self._urgent = None, False
         records = {r.id: r for r in self._table.all()}
         if full:

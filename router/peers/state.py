@@ -20,7 +20,7 @@ back to its own accounting plus the scrape, as without shared state).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -174,6 +174,3 @@ class PeerLoads:
             if load is not None:
                 out = out + load
         return out
-
-    def totals(self, instances: Iterable[str]) -> dict[str, PeerLoad]:
-        return {i: self.total(i) for i in instances}

@@ -5,19 +5,15 @@ clock, a low-priority request under a flood of urgent short work leaves at its b
 from __future__ import annotations
 
 import asyncio
-import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
 from flotilla.api.routing import DEFAULT_PREFILL_TOKEN_S
-from flotilla.router.admission import Admission, Lease, queue_factory
-from flotilla.router.instances import InstanceSpec, InstanceTable
-from flotilla.router.metrics import RouterMetrics
-from flotilla.router.policies import RequestFeatures, default_registry
-from flotilla.router.policy_book import PolicyBook
+from flotilla.router.admission import Lease
+from flotilla.router.policies import RequestFeatures
 from flotilla.router.queue_orders import default_queue_orders
+from flotilla.testing.admission import ManualClock, one_slot_admission
 
 STARVATION_S = 4.0
 SERVICE_S = 1.0
@@ -89,27 +85,10 @@ def test_once_due_a_request_is_passed_only_by_requests_due_no_later(
         assert left - due[i] <= SERVICE_S * (1 + len(passed_it)) + 1e-9
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 async def test_a_low_priority_request_under_a_flood_of_urgent_work_leaves_at_its_bound() -> None:
-    clock = Clock()
-    table = InstanceTable(default_max_inflight=1)
-    table.update([InstanceSpec(id="i0", url="http://x0", model="m")])
-    adm = Admission(
-        table,
-        PolicyBook(default_registry(), "least_request", {}),
-        RouterMetrics(CollectorRegistry()),
-        rng=random.Random(0),
-        queue_factory=queue_factory("shortest_predicted_first", {"starvation_s": 10.0}),
-        max_queue=1000,
-        max_wait_s=600,
-        clock=clock,
+    clock = ManualClock()
+    adm = one_slot_admission(
+        clock, "shortest_predicted_first", {"starvation_s": 10.0}, max_queue=1000, max_wait_s=600
     )
     served: list[tuple[str, float]] = []
     granted: list[Lease] = []

@@ -1,39 +1,16 @@
 """Predicted-shortest-first admission order, through `Admission` with a controlled clock."""
 
 import asyncio
-import random
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from flotilla.router.admission import Admission, Lease, queue_factory
-from flotilla.router.instances import InstanceSpec, InstanceTable
-from flotilla.router.metrics import RouterMetrics
-from flotilla.router.policies import RequestFeatures, default_registry
-from flotilla.router.policy_book import PolicyBook
+from flotilla.router.policies import RequestFeatures
+from flotilla.testing.admission import ManualClock, one_slot_admission
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def make(clock: Clock, **params: float) -> Admission:
-    table = InstanceTable(default_max_inflight=1)
-    table.update([InstanceSpec(id="i0", url="http://x0", model="m")])
-    return Admission(
-        table,
-        PolicyBook(default_registry(), "least_request", {}),
-        RouterMetrics(CollectorRegistry()),
-        rng=random.Random(0),
-        queue_factory=queue_factory("shortest_predicted_first", params),
-        max_queue=100,
-        max_wait_s=60,
-        clock=clock,
-    )
+def make(clock: ManualClock, **params: float) -> Admission:
+    return one_slot_admission(clock, "shortest_predicted_first", params)
 
 
 def req(predicted: float) -> RequestFeatures:
@@ -47,7 +24,7 @@ async def _enqueue(adm: Admission, predicted: float, order: list[float]) -> Leas
 
 
 async def test_shortest_predicted_first() -> None:
-    clock = Clock()
+    clock = ManualClock()
     adm = make(clock, aging_per_s=0.0, starvation_s=100.0)
     holder = await adm.acquire(req(1))
     order: list[float] = []
@@ -64,7 +41,7 @@ async def test_shortest_predicted_first() -> None:
 
 
 async def test_aging_promotes_a_long_waiter_over_newer_short_ones() -> None:
-    clock = Clock()
+    clock = ManualClock()
     adm = make(clock, aging_per_s=100.0, starvation_s=1000.0)
     holder = await adm.acquire(req(1))
     order: list[float] = []
@@ -88,7 +65,7 @@ async def test_aging_promotes_a_long_waiter_over_newer_short_ones() -> None:
 async def test_starvation_bound_serves_the_oldest_whatever_the_scores() -> None:
     """Without aging, a steady stream of short requests would starve a long one forever; the hard
     bound serves it once it waited `starvation_s`."""
-    clock = Clock()
+    clock = ManualClock()
     adm = make(clock, aging_per_s=0.0, starvation_s=5.0)
     lease = await adm.acquire(req(1))
     order: list[float] = []
@@ -177,18 +154,9 @@ def test_shortest_work_first_counts_the_prompt_at_its_prefill_weight() -> None:
 async def test_work_first_through_admission_bounds_the_wait_of_a_long_prompt() -> None:
     """Through the router's admission with a controlled clock: `shortest_work_first` serves short
     work first, yet a request waiting longer than `starvation_s` goes before newer short ones."""
-    clock = Clock()
-    table = InstanceTable(default_max_inflight=1)
-    table.update([InstanceSpec(id="i0", url="http://x0", model="m")])
-    adm = Admission(
-        table,
-        PolicyBook(default_registry(), "least_request", {}),
-        RouterMetrics(CollectorRegistry()),
-        rng=random.Random(0),
-        queue_factory=queue_factory("shortest_work_first", {"aging_per_s": 0.0, "starvation_s": 30.0}),
-        max_queue=100,
-        max_wait_s=120,
-        clock=clock,
+    clock = ManualClock()
+    adm = one_slot_admission(
+        clock, "shortest_work_first", {"aging_per_s": 0.0, "starvation_s": 30.0}, max_wait_s=120
     )
     holder = await adm.acquire(req(1))
     order: list[str] = []
