@@ -1,7 +1,8 @@
 """A router-held backlog in the fleet simulator: does holding requests at the router, and ordering
-them there, make predicted lengths pay? (Issue 17, first step: simulator only.)
+them there, make predicted lengths pay? (Issue 17, in the simulator; the live runs are in
+README.md.)
 
-Reproduce (from the repository root; about five minutes on this 2-core machine):
+Reproduce (from the repository root; about six minutes on this 2-core machine):
 
     .venv/bin/python -P benchmarks/backlog/run.py
 
@@ -10,7 +11,9 @@ router's own code (policies, dispatch, queue orders, KV admission) in `flotilla.
 holds a backlog in one of two ways: a fixed number of slots per instance
 (`max_inflight_per_instance`, each of `--slots`, instead of vLLM's 256), or its KV budget
 (`kv_usage_limit`, from the engines' own KV metrics); requests beyond it wait at the router, where
-the queue order picks the next one when room frees.
+the queue order picks the next one when room frees. Loads: steady at `--loads` of the measured
+capacity (the trace's arrivals rescaled), and `--bursts` (the trace's arrivals compressed into a few
+bursts above capacity with idle gaps between, at the same mean load).
 """
 
 from __future__ import annotations
@@ -184,6 +187,11 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2400)
     ap.add_argument("--instances", type=int, default=8)
     ap.add_argument("--loads", default="0.8,0.9,1.0,1.1")
+    ap.add_argument(
+        "--bursts",
+        default="0.9,3,4",
+        help="mean load, peak (x capacity), bursts: the trace's arrivals compressed into that many bursts",
+    )
     ap.add_argument("--slots", default="16,96", help="router slots per instance of the fixed-slot arms")
     ap.add_argument("--slowdowns", default="2,3", help="max_decode_slowdown of the target-batch arms")
     ap.add_argument("--out", type=Path, default=HERE)
@@ -202,8 +210,20 @@ def main() -> None:
         lineup = arms(
             [int(x) for x in args.slots.split(",")], [float(x) for x in args.slowdowns.split(",")], text
         )
-        for load in (float(x) for x in args.loads.split(",")):
-            requests = workloads.at_rate(w.requests, load * capacity)
+        mean, peak, bursts = (float(x) for x in args.bursts.split(","))
+        shapes = [
+            (f"{load:.0%}", load, workloads.at_rate(w.requests, load * capacity))
+            for load in (float(x) for x in args.loads.split(","))
+        ]
+        burst_s = len(w.requests) / bursts / (peak * capacity)
+        shapes.append(
+            (
+                f"{mean:.0%}, {bursts:g} bursts at {peak:g}x",
+                mean,
+                workloads.in_bursts(w.requests, mean * capacity, peak * capacity, burst_s),
+            )
+        )
+        for shape, load, requests in shapes:
             for arm in lineup:
                 slots = arm.slots
                 config = SimConfig(instances=args.instances, max_inflight=slots)
@@ -215,6 +235,7 @@ def main() -> None:
                     {
                         "workload": name,
                         "load": load,
+                        "shape": shape,
                         "capacity_rps": capacity,
                         "arm": arm.name,
                         "predictive": arm.predictive,
@@ -224,7 +245,7 @@ def main() -> None:
                     }
                 )
                 print(
-                    f"{name} load {load} {arm.name:34s} e2e {s.e2e_mean:7.2f} p99 {s.e2e_p99:7.2f}",
+                    f"{name} {shape} {arm.name:34s} e2e {s.e2e_mean:7.2f} p99 {s.e2e_p99:7.2f}",
                     flush=True,
                 )
     wall = time.perf_counter() - started
@@ -255,8 +276,8 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float) -> 
             " | max router wait s | mean, p99 / least_work+prefix | mean, p99 / best non-predictive |"
         )
         out.append("|---|---|---|---|---|---|---|---|---|---|")
-        for load in dict.fromkeys(r["load"] for r in rows if r["workload"] == name):
-            here = [r for r in rows if r["workload"] == name and r["load"] == load]
+        for shape in dict.fromkeys(r["shape"] for r in rows if r["workload"] == name):
+            here = [r for r in rows if r["workload"] == name and r["shape"] == shape]
             best = min((r for r in here if not r["predictive"]), key=lambda r: r["e2e_mean"])
             (ours,) = [r for r in here if r["arm"] == "least_work+prefix"]
 
@@ -267,7 +288,7 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float) -> 
             for r in here:
                 mark = " (best non-predictive)" if r is best else ""
                 out.append(
-                    f"| {load:.0%} | {r['arm']}{mark} | {r['e2e_mean']:.2f} | {r['e2e_p99']:.2f}"
+                    f"| {shape} | {r['arm']}{mark} | {r['e2e_mean']:.2f} | {r['e2e_p99']:.2f}"
                     f" | {r['ttft_mean']:.2f} | {r['ttft_p99']:.2f}"
                     f" | {r['goodput_rps']:.2f} | {r['max_router_wait_s']:.1f}"
                     f" | {ratios(r, ours)} | {ratios(r, best)} |"
@@ -286,7 +307,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         for arm in dict.fromkeys(str(r["arm"]) for r in rows):
-            pts = [(r["load"], r["e2e_mean"]) for r in rows if r["workload"] == name and r["arm"] == arm]
+            pts = [
+                (r["load"], r["e2e_mean"])
+                for r in rows
+                if r["workload"] == name and r["arm"] == arm and "bursts" not in r["shape"]
+            ]
             pts = [p for p in pts if math.isfinite(p[1])]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=arm)
         ax.set_title(name)

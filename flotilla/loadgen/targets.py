@@ -75,14 +75,28 @@ def default_arms(slice_tokens: Sequence[int] = (64, 256)) -> list[Arm]:
 
 def backlog_arms() -> list[Arm]:
     """Issue 17's router-held backlog on least_work+prefix: as before it (no KV budget, arrival
-    order), the router's defaults since (KV budget 0.9, shortest_work_first), and those with the
-    target batch of the engines' step-time profile (`batch_target`)."""
+    order), the router's defaults since (KV budget 0.9, shortest_work_first), those with the
+    target batch of the engines' step-time profile (`batch_target`), and a fixed number of router
+    slots per engine (`max_inflight_per_instance`, below the engines' `max_num_seqs`), in arrival
+    order and in the default order: a backlog that forms whatever the engines' KV cache."""
     lwp: dict[str, Any] = {"router": "flotilla", "policy": "least_work", "params": {"prefix_match": True}}
     target = {"profile": "h100-llama3-8b", "max_decode_slowdown": 2.0}
     return [
         Arm(name="lw+prefix, no backlog", config={"kv_usage_limit": None, "queue_order": "fcfs"}, **lwp),
         Arm(name="lw+prefix, defaults", **lwp),
         Arm(name="lw+prefix, defaults + target 2x", config={"batch_target": target}, **lwp),
+        *(
+            arm
+            for n in (4, 8)
+            for arm in (
+                Arm(
+                    name=f"lw+prefix, {n} slots, fcfs",
+                    config={"max_inflight_per_instance": n, "queue_order": "fcfs"},
+                    **lwp,
+                ),
+                Arm(name=f"lw+prefix, {n} slots, defaults", config={"max_inflight_per_instance": n}, **lwp),
+            )
+        ),
     ]
 
 

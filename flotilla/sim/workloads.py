@@ -11,7 +11,8 @@
 
 Requests longer than the engine allows are clipped, not dropped (dropping would bias towards short
 requests): the output to at most half the context, the prompt to what remains. `at_rate` rescales
-arrival times to a target mean rate, keeping the trace's burstiness.
+arrival times to a target mean rate, keeping the trace's burstiness; `in_bursts` compresses runs of
+the trace's own arrivals into bursts above capacity, with idle gaps between them.
 """
 
 from __future__ import annotations
@@ -162,6 +163,27 @@ def at_rate(requests: list[SimRequest], rate: float) -> list[SimRequest]:
         return [replace(r, arrival=0.0) for r in requests]
     scale = (len(requests) - 1) / span / rate
     return [replace(r, arrival=(r.arrival - t0) * scale) for r in requests]
+
+
+def in_bursts(requests: list[SimRequest], rate: float, peak: float, burst_s: float) -> list[SimRequest]:
+    """The trace's own arrivals compressed into bursts: consecutive runs of `peak x burst_s`
+    requests arrive at a mean of `peak` requests per second (their own gaps, rescaled), each run
+    followed by an idle gap so that the mean over the whole trace is `rate`.
+
+    A load shape `at_rate` cannot make: the same mean load, but the backlog a burst leaves has to
+    drain in the gap, which is where the order of a router-held queue matters most."""
+    if peak <= rate or rate <= 0 or burst_s <= 0:
+        raise ValueError("need 0 < rate < peak and a positive burst length")
+    steady = at_rate(requests, peak)
+    per_burst = max(1, round(peak * burst_s))
+    # Each burst's requests span per_burst / peak s at the peak rate; the gap after it makes the
+    # cycle last per_burst / rate s, the mean rate's time for as many requests.
+    gap = per_burst / rate - per_burst / peak
+    out: list[SimRequest] = []
+    for i, r in enumerate(sorted(steady, key=lambda r: r.arrival)):
+        out.append(replace(r, arrival=r.arrival + (i // per_burst) * gap))
+    order = {r.id: k for k, r in enumerate(requests)}
+    return sorted(out, key=lambda r: order[r.id])
 
 
 def extend_to(w: Workload, n: int) -> Workload:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flotilla.loadgen.targets import Arm, command, default_arms, flotilla_config
+from flotilla.loadgen.targets import Arm, backlog_arms, command, default_arms, flotilla_config
 from flotilla.router.config import RouterConfig
 
 ENGINES = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"]
@@ -33,6 +33,24 @@ def test_flotilla_config_is_a_valid_router_config() -> None:
         Arm(name="y", router="flotilla", policy="round_robin"), port=1, model="m", engines=ENGINES, seed=0
     )
     assert "slice_tokens" not in plain["static"]["models"]["m"]
+
+
+def test_backlog_arms_configure_the_router_they_name() -> None:
+    configs = {
+        a.name: RouterConfig.model_validate(flotilla_config(a, port=1, model="m", engines=ENGINES, seed=0))
+        for a in backlog_arms()
+    }
+    before = configs["lw+prefix, no backlog"]
+    assert before.kv_usage_limit is None and before.queue_order == "fcfs"
+    assert before.max_inflight_per_instance == 256
+    defaults = RouterConfig.model_fields
+    held = configs["lw+prefix, 4 slots, defaults"]
+    assert held.max_inflight_per_instance == 4
+    assert held.queue_order == defaults["queue_order"].default == "shortest_work_first"
+    assert held.kv_usage_limit == defaults["kv_usage_limit"].default
+    fcfs = configs["lw+prefix, 8 slots, fcfs"]
+    assert (fcfs.max_inflight_per_instance, fcfs.queue_order) == (8, "fcfs")
+    assert configs["lw+prefix, defaults + target 2x"].batch_target is not None
 
 
 def test_rust_router_command_lines(tmp_path: Path) -> None:

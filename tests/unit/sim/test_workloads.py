@@ -72,6 +72,27 @@ def test_at_rate_hits_the_mean_rate_and_keeps_order() -> None:
     assert times == sorted(times)
 
 
+def test_in_bursts_compresses_runs_of_the_trace_and_keeps_the_mean_rate() -> None:
+    # Uneven arrivals (the trace's own gaps) over 400 requests, listed out of arrival order.
+    rng = np.random.default_rng(0)
+    times = np.cumsum(rng.exponential(1.0, 400))
+    reqs = [SimRequest(i, float(t), 10, 10) for i, t in reversed(list(enumerate(times)))]
+    bursty = workloads.in_bursts(reqs, rate=1.0, peak=4.0, burst_s=10.0)
+    assert [r.id for r in bursty] == [r.id for r in reqs]  # same requests, same list order
+    by_time = sorted(bursty, key=lambda r: r.arrival)
+    assert [r.id for r in by_time] == sorted(r.id for r in reqs)  # the trace's order of arrival
+    t = np.array([r.arrival for r in by_time])
+    # 40 requests per burst at 4 req/s, then a gap of 30 s: one cycle of 40 requests per 40 s.
+    bursts = t.reshape(10, 40)
+    for b in bursts:
+        assert 39 / (b[-1] - b[0]) == pytest.approx(4.0, rel=0.35)  # the trace's gaps, rescaled
+    cycles = bursts[1:, 0] - bursts[:-1, 0]
+    assert cycles.mean() == pytest.approx(40.0, rel=0.05)
+    assert (bursts[1:, 0] - bursts[:-1, -1]).min() > 25.0  # idle between bursts
+    with pytest.raises(ValueError, match="rate < peak"):
+        workloads.in_bursts(reqs, rate=2.0, peak=2.0, burst_s=10.0)
+
+
 def test_extend_to_repeats_without_sharing_prefixes() -> None:
     base = workloads.Workload(
         "w", [SimRequest(0, 0.0, 600, 5, (1, 2)), SimRequest(1, 1.0, 700, 5, (1, 3), parent=0)]
