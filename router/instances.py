@@ -83,6 +83,7 @@ class InstanceRecord:
     # Own accounting at the time of the last scrape, to correct the scrape by what changed since.
     inflight_at_scrape: int = 0
     tokens_at_scrape: int = 0
+    prefill_at_scrape: int = 0
     peer: PeerLoad = NO_PEERS
     """The other replicas' requests on the instance (shared state; none without it)."""
     peer_at_scrape: PeerLoad = NO_PEERS
@@ -118,6 +119,7 @@ class InstanceRecord:
         self.sample = sample
         self.inflight_at_scrape = self.inflight
         self.tokens_at_scrape = self.inflight_tokens
+        self.prefill_at_scrape = self.pending_prefill
         self.peer_at_scrape = self.peer
         self.failures = 0
         self.ejected = False
@@ -149,7 +151,12 @@ class InstanceRecord:
                 tokens_since = (
                     self.inflight_tokens - self.tokens_at_scrape + peer.tokens - self.peer_at_scrape.tokens
                 )
-                kv += tokens_since / s.kv_capacity_tokens
+                # Requests still waiting for their first token at the scrape hold little or no KV
+                # in it yet (vLLM allocates as it schedules): count their prompts, or a burst
+                # queued inside the engine vanishes from the estimate at every scrape and the
+                # budget lets more in, to be preempted (benchmarks/backlog, bursts).
+                waiting = self.prefill_at_scrape + self.peer_at_scrape.prefill
+                kv += (tokens_since + waiting) / s.kv_capacity_tokens
         return InstanceView(
             id=self.id,
             running=s.running if s else 0,

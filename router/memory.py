@@ -3,10 +3,11 @@
 vLLM preempts (and recomputes) running sequences when the KV cache fills, which costs far more
 than waiting a moment in the router's queue. Each request's KV need is estimated as its prompt plus
 its predicted output (for a slice: context so far plus at most S); an instance may take it only if
-its estimated usage (the last scrape, corrected by what this router started or finished since) stays
-under `limit`. When no instance fits, the request waits for one of this router's requests to
-finish; when this router has nothing in flight that could free memory, it is admitted anyway (the
-engine's own queue is then the only place to wait).
+its estimated usage (the last scrape, corrected by what this router started or finished since, plus
+the prompts of its requests still queued in the engine at the scrape) stays under `limit`. When no
+instance fits, the request waits for one of this router's requests to finish; when this router has
+nothing in flight that could free memory, it is admitted anyway (the engine's own queue is then the
+only place to wait).
 """
 
 from __future__ import annotations

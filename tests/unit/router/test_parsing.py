@@ -44,6 +44,19 @@ def test_view_corrects_stale_scrape_with_own_accounting() -> None:
     assert rec.view().est_requests == 4
 
 
+def test_view_counts_requests_waiting_in_the_engine_at_the_scrape() -> None:
+    # A burst queued inside the engine holds no KV in its scrape yet: its prompts must stay in the
+    # estimate, or the KV budget forgets them at every scrape and lets more in.
+    rec = InstanceRecord(spec=InstanceSpec(id="a", url="http://a", model="m"), max_inflight=8)
+    rec.inflight, rec.inflight_tokens, rec.pending_prefill = 3, 3000, 1200  # two still in the queue
+    rec.record_sample(EngineSample(running=1, waiting=2, kv_usage=0.3, kv_capacity_tokens=10000))
+    assert rec.view().est_kv_usage == pytest.approx(0.42)
+    rec.pending_prefill = 0  # their first tokens came: the scrape is stale, the estimate stands
+    assert rec.view().est_kv_usage == pytest.approx(0.42)
+    rec.record_sample(EngineSample(running=3, waiting=0, kv_usage=0.45, kv_capacity_tokens=10000))
+    assert rec.view().est_kv_usage == pytest.approx(0.45)  # now the engine counts them itself
+
+
 @pytest.mark.parametrize(
     ("raw", "status"),
     [

@@ -55,7 +55,7 @@ def test_the_view_counts_peers_requests_since_the_scrape_once() -> None:
     rec = InstanceRecord(spec=InstanceSpec(id="a", url="http://a", model="m"), max_inflight=8)
     rec.inflight, rec.inflight_tokens = 2, 200
     rec.peer = PeerLoad(inflight=3, tokens=300, predicted=30.0, prefill=100)
-    rec.record_sample(EngineSample(running=6, waiting=0, kv_usage=0.5, kv_capacity_tokens=1000))
+    rec.record_sample(EngineSample(running=6, waiting=0, kv_usage=0.4, kv_capacity_tokens=1000))
     v = rec.view()
     assert (v.est_requests, v.peer_inflight, v.predicted_remaining_tokens, v.pending_prefill_tokens) == (
         6,
@@ -64,6 +64,7 @@ def test_the_view_counts_peers_requests_since_the_scrape_once() -> None:
         100,
     )
     rec.peer = PeerLoad(inflight=7, tokens=700)  # peers sent 4 more since the scrape
+    # 0.4 scraped + 400 tokens sent since + the peers' 100 prompt tokens waiting at the scrape.
     assert rec.view().est_requests == 10 and rec.view().est_kv_usage == pytest.approx(0.9)
     rec.sample = None
     assert rec.view().est_requests == 9  # no scrape: every replica's requests it knows of
