@@ -179,11 +179,10 @@ def in_bursts(requests: list[SimRequest], rate: float, peak: float, burst_s: flo
     # Each burst's requests span per_burst / peak s at the peak rate; the gap after it makes the
     # cycle last per_burst / rate s, the mean rate's time for as many requests.
     gap = per_burst / rate - per_burst / peak
-    out: list[SimRequest] = []
-    for i, r in enumerate(sorted(steady, key=lambda r: r.arrival)):
-        out.append(replace(r, arrival=r.arrival + (i // per_burst) * gap))
-    order = {r.id: k for k, r in enumerate(requests)}
-    return sorted(out, key=lambda r: order[r.id])
+    shift = [0.0] * len(steady)
+    for rank, k in enumerate(sorted(range(len(steady)), key=lambda k: steady[k].arrival)):
+        shift[k] = (rank // per_burst) * gap
+    return [replace(r, arrival=r.arrival + d) for r, d in zip(steady, shift, strict=True)]
 
 
 def extend_to(w: Workload, n: int) -> Workload:
